@@ -3,20 +3,14 @@
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from sono3d.commands._common import command_modules
 
 # Modules that add verbs; each exposes register(app: typer.Typer) -> None.
 _MODULES = ("info", "phantom", "simulate", "sweep", "heart", "demo")
 
 
 def register_all(app: typer.Typer) -> None:
-    for name in _MODULES:
-        try:
-            module = importlib.import_module(f"sono3d.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"sono3d.commands.{name}":
-                continue  # verb group not written yet
-            raise
+    for module in command_modules(_MODULES):
         module.register(app)

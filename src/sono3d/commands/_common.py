@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+from collections.abc import Iterable
+from types import ModuleType
 from typing import Any
 
 import typer
+
+
+def command_modules(names: Iterable[str]) -> list[ModuleType]:
+    """Import ``sono3d.commands.<name>`` for each name, skipping modules that do not exist.
+
+    An import error *inside* an existing module still propagates: a broken verb must not vanish
+    silently from the command line.
+    """
+    modules = []
+    for name in names:
+        full = f"sono3d.commands.{name}"
+        try:
+            modules.append(importlib.import_module(full))
+        except ModuleNotFoundError as exc:
+            if exc.name != full:
+                raise
+    return modules
 
 
 def print_json(obj: Any) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from sono3d.commands._common import command_modules
 
 sweep_app = typer.Typer(help="Reconstruct a 3D volume from a 2D ultrasound sweep.", no_args_is_help=True)
 
@@ -14,11 +14,5 @@ _PARTS = ("sweep_compound", "sweep_gaussian")
 
 def register(app: typer.Typer) -> None:
     app.add_typer(sweep_app, name="sweep")
-    for name in _PARTS:
-        try:
-            module = importlib.import_module(f"sono3d.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"sono3d.commands.{name}":
-                continue
-            raise
+    for module in command_modules(_PARTS):
         module.add_commands(sweep_app)

@@ -95,7 +95,10 @@ def translation_sweep(base_pose: np.ndarray, n: int, length_mm: float,
         raise InputError(f"sweep length must be positive, got {length_mm}")
     M = np.asarray(base_pose, dtype=np.float64)
     d = M[:3, 2] if direction is None else np.asarray(direction, dtype=np.float64)
-    d = d / np.linalg.norm(d)
+    norm = np.linalg.norm(d)
+    if not np.isfinite(norm) or norm == 0:
+        raise InputError("sweep direction must be a non-zero finite vector")
+    d = d / norm
     offsets = np.linspace(-length_mm / 2, length_mm / 2, n) if n > 1 else np.zeros(1)
     out = np.repeat(M[None], n, axis=0)
     out[:, :3, 3] += offsets[:, None] * d

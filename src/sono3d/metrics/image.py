@@ -150,13 +150,17 @@ def _check_ssim_shape(shape: tuple[int, ...], win: int) -> None:
 
 
 def _filter_valid(x: np.ndarray, w1: np.ndarray) -> np.ndarray:
-    """Separable Gaussian filtering keeping only positions where the window fits ('valid')."""
-    from numpy.lib.stride_tricks import sliding_window_view
+    """Separable Gaussian filtering keeping only positions where the window fits ('valid').
+
+    Filters in place-sized buffers (no window copies, so 256^3 volumes stay cheap) and crops the
+    border, where the boundary mode would otherwise matter.
+    """
+    from scipy.ndimage import correlate1d
 
     for axis in range(x.ndim):
-        win = sliding_window_view(x, w1.size, axis=axis)
-        x = win @ w1  # window taps are the last axis
-    return x
+        x = correlate1d(x, w1, axis=axis, mode="reflect")
+    h = w1.size // 2
+    return x[tuple(slice(h, n - h) for n in x.shape)]
 
 
 def ssim_map(
@@ -271,8 +275,8 @@ def ssim_torch(
     """Differentiable SSIM of batches of 2D frames (use ``1 - ssim_torch(...)`` as a loss).
 
     The five local statistics (means, second moments, cross moment) are filtered together in one
-    grouped separable convolution (a 1 x win then a win x 1 depthwise pass over ``[B, 5, H, W]``),
-    with the taps cached per dtype and device. Gradients flow to ``x`` and ``y``.
+    grouped separable convolution (a 1 x win then a win x 1 depthwise pass over ``[B, 5, H, W]``
+    in channels-last layout), with the taps cached per dtype and device. Gradients flow to ``x`` and ``y``.
 
     Parameters
     ----------
@@ -281,8 +285,8 @@ def ssim_torch(
     data_range : float
         Dynamic range of the intensities.
     mask : Tensor, shape broadcastable to (B, H, W), bool or float weights, optional
-        Average the SSIM map over window centres inside the mask (for example the sector). Frames
-        whose mask is empty inside the valid region get SSIM 0 weight-wise (their mean is 0/eps).
+        Average the SSIM map over window centres inside the mask (for example the sector). With
+        ``reduction="none"`` a frame whose mask is empty inside the valid region gets 0.
     reduction : {"mean", "none"}
         ``"mean"``: a scalar, the mean over frames of each frame's mean SSIM (with a mask: the
         mask-weighted mean over all frames' pixels); ``"none"``: per-frame means, shape ``(B,)``.
@@ -313,9 +317,14 @@ def ssim_torch(
     y = y.to(x.dtype)
 
     kh, kv = _torch_taps(win_size, float(sigma), x.dtype, x.device)
-    stats = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # [B, 5, H, W]
+    # channels-last makes the depthwise convolutions several times faster on CPU (oneDNN path):
+    # measured 0.13 s vs 0.59 s fwd+bwd for [32, 5, 256, 256] on 2 cores.
+    # Stacking on the last axis and permuting builds the channels-last tensor in one copy.
+    x2, y2 = x[:, 0], y[:, 0]
+    stats = torch.stack([x2, y2, x2 * x2, y2 * y2, x2 * y2], dim=-1).permute(0, 3, 1, 2)
     stats = F.conv2d(F.conv2d(stats, kh, groups=5), kv, groups=5)  # [B, 5, H-win+1, W-win+1]
-    mu_x, mu_y, exx, eyy, exy = stats.unbind(dim=1)
+    # Back to planar layout so the element-wise algebra below runs on contiguous maps.
+    mu_x, mu_y, exx, eyy, exy = stats.contiguous().unbind(dim=1)
     mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
     c1 = (k1 * data_range) ** 2
     c2 = (k2 * data_range) ** 2
@@ -330,7 +339,10 @@ def ssim_torch(
     m = torch.as_tensor(mask, device=x.device)
     if m.dim() == 4:
         m = m[:, 0]
-    m = m.to(x.dtype).expand(b, h, w)
+    try:
+        m = m.to(x.dtype).expand(b, h, w)
+    except RuntimeError as exc:
+        raise InputError(f"mask shape {tuple(m.shape)} does not broadcast to {(b, h, w)}") from exc
     half = win_size // 2
     m = m[:, half : h - half, half : w - half]
     weight = m.sum(dim=(1, 2))

@@ -9,13 +9,16 @@ the model subtract). Its covariance is ``Sigma = R diag(s)^2 R^T`` -- the paper'
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from sono3d.errors import InputError
+from sono3d.errors import FileFormatError, InputError
 
-__all__ = ["Gaussians", "quat_to_rotmat", "covariance", "inverse_covariance"]
+__all__ = ["Gaussians", "quat_to_rotmat", "covariance", "inverse_covariance", "save_ply", "load_ply", "PLY_FIELDS"]
 
 
 @dataclass
@@ -101,3 +104,129 @@ def inverse_covariance(log_scales: torch.Tensor, quats: torch.Tensor) -> torch.T
     R = quat_to_rotmat(quats)
     inv_s2 = torch.exp(-2.0 * log_scales)
     return (R * inv_s2[..., None, :]) @ R.transpose(-1, -2)
+
+
+# --------------------------------------------------------------------------------------------
+# .ply files
+
+#: Vertex properties of a Gaussians .ply, in file order (the 3D Gaussian splatting names, minus
+#: colour: one scalar ``intensity`` replaces the spherical harmonics).
+PLY_FIELDS = ("x", "y", "z", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3",
+              "opacity", "intensity")
+
+_PLY_COMMENT = (
+    "sono3d Gaussians; x y z: mean in world RAS mm; scale_0..2: natural log of the standard deviations (mm) "
+    "along the Gaussian's own axes; rot_0..3: quaternion (w, x, y, z) taking those axes to the world "
+    "(unnormalised allowed); covariance = R diag(exp(2 scale)) R^T; opacity: logit (opacity = sigmoid); "
+    "intensity: grey level added per unit weight (may be negative)"
+)
+
+# PLY scalar type names -> little-endian NumPy codes (both the old and the sized spellings).
+_PLY_TYPES = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
+    "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+}
+
+
+def save_ply(path: "str | os.PathLike[str]", gaussians: Gaussians, comments: tuple[str, ...] = ()) -> Path:
+    """Write Gaussians as a binary little-endian ``.ply`` (float32 vertex properties, atomically).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination ``.ply`` file.
+    gaussians : Gaussians
+        The model; tensors are detached and moved to the CPU.
+    comments : tuple of str
+        Extra one-line header comments (for example the command that made the file).
+
+    Returns
+    -------
+    Path
+    """
+    from sono3d.io.atomic import atomic_path
+
+    g = gaussians.detach().to("cpu", torch.float32)
+    n = len(g)
+    columns = [g.means, g.log_scales, g.quats, g.opacity_logits[:, None], g.intensities[:, None]]
+    table = torch.cat(columns, dim=1).numpy().astype("<f4")
+    header = ["ply", "format binary_little_endian 1.0", f"comment {_PLY_COMMENT}"]
+    header += [f"comment {' '.join(str(c).split())}" for c in comments]
+    header += [f"element vertex {n}"] + [f"property float {name}" for name in PLY_FIELDS] + ["end_header"]
+    dest = Path(path)
+    with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+        fh.write(("\n".join(header) + "\n").encode("ascii"))
+        fh.write(np.ascontiguousarray(table).tobytes())
+    return dest
+
+
+def load_ply(path: "str | os.PathLike[str]", dtype: torch.dtype = torch.float32) -> Gaussians:
+    """Read a Gaussians ``.ply`` written by :func:`save_ply` (or any PLY with the same vertex fields).
+
+    Binary little- and big-endian and ASCII PLY are read; extra vertex properties and extra
+    elements after the vertices are ignored.
+
+    Raises
+    ------
+    FileFormatError
+        Not a PLY file, a truncated one, or vertices lacking any of :data:`PLY_FIELDS`.
+    """
+    p = Path(path)
+    raw = p.read_bytes()
+    end = raw.find(b"end_header")
+    if not raw.startswith(b"ply") or end < 0:
+        raise FileFormatError(f"{p}: not a PLY file (no 'ply' magic or no 'end_header')")
+    nl = raw.find(b"\n", end)
+    body = raw[nl + 1:] if nl >= 0 else b""
+    lines = raw[:end].decode("ascii", errors="replace").splitlines()
+    fmt = None
+    elements: list[tuple[str, int, list[tuple[str, str]]]] = []
+    for line in lines[1:]:
+        parts = line.split()
+        if not parts or parts[0] in ("comment", "obj_info"):
+            continue
+        if parts[0] == "format" and len(parts) >= 2:
+            fmt = parts[1]
+        elif parts[0] == "element" and len(parts) == 3:
+            try:
+                elements.append((parts[1], int(parts[2]), []))
+            except ValueError:
+                raise FileFormatError(f"{p}: bad element line {line!r}") from None
+        elif parts[0] == "property" and elements:
+            if parts[1] == "list":
+                raise FileFormatError(f"{p}: list properties are not supported in a Gaussians PLY")
+            if len(parts) != 3 or parts[1] not in _PLY_TYPES:
+                raise FileFormatError(f"{p}: bad property line {line!r}")
+            elements[-1][2].append((parts[2], parts[1]))
+    if fmt not in ("binary_little_endian", "binary_big_endian", "ascii"):
+        raise FileFormatError(f"{p}: unsupported PLY format {fmt!r}")
+    if not elements or elements[0][0] != "vertex":
+        raise FileFormatError(f"{p}: PLY has no vertex element before other elements")
+    _, n, props = elements[0]
+    names = [name for name, _ in props]
+    missing = [f for f in PLY_FIELDS if f not in names]
+    if missing:
+        raise FileFormatError(f"{p}: not a Gaussians PLY: vertex properties missing: {' '.join(missing)}")
+    if fmt == "ascii":
+        rows = body.decode("ascii", errors="replace").split("\n")[:n]
+        try:
+            table = np.array([[float(v) for v in r.split()[: len(names)]] for r in rows], dtype=np.float64)
+        except ValueError:
+            raise FileFormatError(f"{p}: bad number in the ASCII vertex data") from None
+        if table.shape != (n, len(names)):
+            raise FileFormatError(f"{p}: truncated PLY: expected {n} vertices of {len(names)} values")
+        cols = {name: table[:, i] for i, name in enumerate(names)}
+    else:
+        order = "<" if fmt == "binary_little_endian" else ">"
+        dt = np.dtype([(name, order + _PLY_TYPES[t]) for name, t in props])
+        if len(body) < n * dt.itemsize:
+            raise FileFormatError(f"{p}: truncated PLY: {n} vertices need {n * dt.itemsize} bytes, found {len(body)}")
+        rec = np.frombuffer(body, dtype=dt, count=n)
+        cols = {name: rec[name].astype(np.float64) for name in names}
+    data = np.stack([cols[f] for f in PLY_FIELDS], axis=1) if n else np.zeros((0, len(PLY_FIELDS)))
+    if not np.all(np.isfinite(data)):
+        raise FileFormatError(f"{p}: Gaussians PLY contains NaN or infinite values")
+    t = torch.as_tensor(data, dtype=dtype)
+    return Gaussians(means=t[:, 0:3].contiguous(), log_scales=t[:, 3:6].contiguous(), quats=t[:, 6:10].contiguous(),
+                     opacity_logits=t[:, 10].contiguous(), intensities=t[:, 11].contiguous())

@@ -1,0 +1,494 @@
+"""Heart cohorts on disk: the synthetic generator, case loading, and readers for real cohorts.
+
+Layout of a generated cohort (``docs/heart_cohort.md``)::
+
+    OUT_DIR/cohort.json            seed, image size, generator version, view options
+    OUT_DIR/manifest.csv           id, shape and placement parameters, edv_ml, esv_ml, ef
+    OUT_DIR/cases/<id>/ed.vtp      labelled heart surface at end-diastole (template vertex order)
+    OUT_DIR/cases/<id>/es.vtp      ... at end-systole
+    OUT_DIR/cases/<id>/lv_cavity_ed.vtp, lv_cavity_es.vtp   closed LV blood pools
+    OUT_DIR/cases/<id>/views.npz   labels uint8 [2, 6, H, W], echo float32 [2, 6, H, W],
+                                   poses [2, 6, 4, 4], view_names [6], probe/sector arrays
+    OUT_DIR/cases/<id>/params.json the case's manifest row
+
+Case ``i`` draws everything from ``np.random.default_rng([seed, i])``, so the files do not depend
+on the number of workers or on interruptions. A case is written into a hidden temporary folder and
+renamed into place when complete; a rerun skips complete cases and clears half-written ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sono3d.errors import FileFormatError, InputError
+from sono3d.io.atomic import atomic_path
+
+__all__ = [
+    "COHORT_FORMAT",
+    "GENERATOR_VERSION",
+    "HeartCase",
+    "CohortResult",
+    "generate_case",
+    "generate_cohort",
+    "write_case",
+    "load_case",
+    "case_ids",
+    "read_manifest",
+    "read_labelled_mesh",
+    "read_vtk_cohort",
+    "read_ghdheart",
+    "read_cohort",
+]
+
+COHORT_FORMAT = "sono3d-heart-cohort"
+GENERATOR_VERSION = "parametric-heart-1"
+_MANIFEST_TAIL = ("edv_ml", "esv_ml", "ef")
+_GHD_FILES = {"LV.obj": 1, "RV.obj": 2, "LA.obj": 3, "RA.obj": 4}
+_VTK_SUFFIXES = (".vtk", ".vtu", ".vtp")
+
+
+@dataclass
+class HeartCase:
+    """One heart: its surfaces, closed LV cavities, views (if any) and parameters.
+
+    Attributes
+    ----------
+    id : str
+    ed, es : pyvista.PolyData or None
+        Labelled surfaces (cell array ``elemTag``) at end-diastole and end-systole.
+    lv_cavity_ed, lv_cavity_es : pyvista.PolyData or None
+        Closed LV blood pools (watertight; volume by the divergence theorem).
+    views : dict of arrays or None
+        The contents of ``views.npz`` (``labels``, ``echo``, ``poses``, ``view_names``, ...).
+    params : dict
+        The manifest row (shape parameters, ``edv_ml``, ``esv_ml``, ``ef``), or what a reader knows.
+    source : str
+        Where the case came from.
+    """
+
+    id: str
+    ed: Any = None
+    es: Any = None
+    lv_cavity_ed: Any = None
+    lv_cavity_es: Any = None
+    views: dict[str, np.ndarray] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def lv_volumes_ml(self) -> tuple[float | None, float | None]:
+        """EDV and ESV (mL) recomputed from the cavity meshes (``None`` where a cavity is missing)."""
+        from sono3d.geometry.mesh import enclosed_volume_mm3
+
+        def vol(m: Any, what: str) -> float | None:
+            if m is None:
+                return None
+            try:
+                return enclosed_volume_mm3(m) / 1000.0
+            except InputError:
+                raise InputError(f"case {self.id}: {what} is not watertight") from None
+
+        return vol(self.lv_cavity_ed, "LV cavity at ED"), vol(self.lv_cavity_es, "LV cavity at ES")
+
+
+# --------------------------------------------------------------------------------------------
+# Generation
+# --------------------------------------------------------------------------------------------
+
+def case_id(index: int) -> str:
+    return f"{index:05d}"
+
+
+def generate_case(seed: int, index: int, size: int = 128, options: Any = None) -> dict[str, Any]:
+    """Everything of case ``index`` of cohort ``seed``, in memory.
+
+    Returns a dict with ``id``, ``row`` (manifest row), ``points`` ``{"ed", "es"}`` ([V, 3]
+    float32-exact), ``landmarks`` and ``views`` (see :func:`sono3d.simulate.echo_views.simulate_views`).
+    """
+    from sono3d.phantoms.heart import heart_phases, sample_placement, sample_shape
+    from sono3d.simulate.echo_views import ViewOptions, simulate_views
+
+    opt = options if options is not None else ViewOptions(size=size)
+    rng = np.random.default_rng([int(seed), int(index)])
+    shape = sample_shape(rng)
+    placement = sample_placement(rng)
+    phases = heart_phases(shape, placement)
+    ed, es = phases["ed"], phases["es"]
+    views = simulate_views([ed.points, es.points], [ed.landmarks, es.landmarks], rng, opt)
+    edv, esv = ed.lv_volume_mm3 / 1000.0, es.lv_volume_mm3 / 1000.0
+    row: dict[str, Any] = {"id": case_id(index)}
+    row.update(shape.to_dict())
+    row.update(placement.to_dict())
+    row.update({"edv_ml": edv, "esv_ml": esv, "ef": (edv - esv) / edv})
+    return {"id": case_id(index), "row": row, "points": {"ed": ed.points, "es": es.points},
+            "landmarks": {"ed": ed.landmarks, "es": es.landmarks}, "views": views}
+
+
+def _save_vtp(path: Path, mesh: Any) -> None:
+    # Written here rather than by sono3d.io.write_mesh, which drops field arrays (part names, cavity faces).
+    with atomic_path(path) as tmp:
+        mesh.save(str(tmp), binary=True)
+
+
+def write_case(case_dir: Path, data: dict[str, Any]) -> None:
+    """Write one generated case's files into ``case_dir`` (which must exist)."""
+    from sono3d.phantoms.heart import heart_mesh, lv_cavity_mesh
+
+    for phase in ("ed", "es"):
+        pts = data["points"][phase]
+        _save_vtp(case_dir / f"{phase}.vtp", heart_mesh(pts))
+        _save_vtp(case_dir / f"lv_cavity_{phase}.vtp", lv_cavity_mesh(pts))
+    v = data["views"]
+    with atomic_path(case_dir / "views.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **{k: np.asarray(a) for k, a in v.items()},
+                                landmark_names=np.array(sorted(data["landmarks"]["ed"])),
+                                landmarks=np.stack([np.stack([data["landmarks"][ph][k] for k in
+                                                              sorted(data["landmarks"]["ed"])])
+                                                    for ph in ("ed", "es")]))
+    with atomic_path(case_dir / "params.json") as tmp:
+        tmp.write_text(json.dumps(data["row"], indent=1) + "\n", encoding="utf-8")
+
+
+def _cohort_meta(seed: int, size: int, options: Any) -> dict[str, Any]:
+    return {"format": COHORT_FORMAT, "generator": GENERATOR_VERSION, "seed": int(seed), "size": int(size),
+            "views": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()}}
+
+
+def _check_or_claim(out_dir: Path, meta: dict[str, Any]) -> None:
+    """Refuse a folder that holds something else; write ``cohort.json`` in a new one."""
+    info = out_dir / "cohort.json"
+    if info.is_file():
+        try:
+            old = json.loads(info.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            raise InputError(f"{out_dir}: cohort.json is unreadable; choose another output folder") from None
+        keys = ("format", "generator", "seed", "size", "views")
+        if any(old.get(k) != meta[k] for k in keys):
+            raise InputError(
+                f"{out_dir} holds a different cohort (seed {old.get('seed')}, size {old.get('size')}, "
+                f"generator {old.get('generator')}); choose another output folder"
+            )
+        return
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise InputError(f"{out_dir} is not empty and holds no heart cohort; choose another output folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(info) as tmp:
+        tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+
+
+def _work(args: tuple[str, int, int, Any]) -> str:
+    """Generate and write one case (a top-level function, so spawned workers can run it)."""
+    out_dir, seed, index, options = args
+    cases = Path(out_dir) / "cases"
+    final = cases / case_id(index)
+    if final.is_dir():
+        return case_id(index)
+    data = generate_case(seed, index, options.size, options)
+    tmp = cases / f".tmp-{case_id(index)}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        write_case(tmp, data)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return case_id(index)
+
+
+@dataclass
+class CohortResult:
+    """What :func:`generate_cohort` did."""
+
+    out_dir: Path
+    n_cases: int
+    generated: int
+    skipped: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out_dir": str(self.out_dir), "n_cases": self.n_cases, "generated": self.generated,
+                "skipped": self.skipped, "seconds": round(self.seconds, 3)}
+
+
+def generate_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, size: int = 128, workers: int = 1,
+                    options: Any = None, progress: bool = False) -> CohortResult:
+    """Generate (or resume) a synthetic cohort of ``n`` cases in ``out_dir``.
+
+    Parameters
+    ----------
+    n : int
+        Number of cases (ids ``00000`` to ``n-1``).
+    seed : int
+        Cohort seed; case ``i`` uses ``default_rng([seed, i])``.
+    size : int
+        View image size in pixels (square).
+    workers : int
+        Processes (``spawn``); 1 runs in this process.
+    options : ViewOptions, optional
+        View geometry; its ``size`` must equal ``size``.
+    progress : bool
+        Show a progress bar on stderr.
+    """
+    import time
+
+    from sono3d.simulate.echo_views import ViewOptions
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise InputError(f"the number of cases must be a positive integer, got {n}")
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers <= 0:
+        raise InputError(f"the number of workers must be a positive integer, got {workers}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"the seed must be a non-negative integer, got {seed}")
+    opt = options if options is not None else ViewOptions(size=int(size))
+    if opt.size != size:
+        raise InputError(f"view options have size {opt.size} but the cohort size is {size}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a folder")
+    _check_or_claim(out, _cohort_meta(seed, size, opt))
+    cases = out / "cases"
+    cases.mkdir(exist_ok=True)
+    for stale in cases.glob(".tmp-*"):  # left by an interrupted run
+        shutil.rmtree(stale, ignore_errors=True)
+    todo = [i for i in range(int(n)) if not (cases / case_id(i)).is_dir()]
+    t0 = time.perf_counter()
+    jobs = [(str(out), int(seed), i, opt) for i in todo]
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="case", desc="heart cohort")
+    if workers == 1 or len(todo) <= 1:
+        for job in jobs:
+            _work(job)
+            if bar is not None:
+                bar.update(1)
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(min(int(workers), len(todo))) as pool:
+            for _ in pool.imap_unordered(_work, jobs, chunksize=1):
+                if bar is not None:
+                    bar.update(1)
+    if bar is not None:
+        bar.close()
+    write_manifest(out)
+    return CohortResult(out, len(case_ids(out)), len(todo), int(n) - len(todo), time.perf_counter() - t0)
+
+
+def case_ids(cohort_dir: str | os.PathLike[str]) -> list[str]:
+    """Ids of the complete cases of a generated cohort, sorted."""
+    cases = Path(cohort_dir) / "cases"
+    if not cases.is_dir():
+        return []
+    return sorted(p.name for p in cases.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def write_manifest(cohort_dir: str | os.PathLike[str]) -> Path:
+    """(Re)write ``manifest.csv`` from the complete cases' ``params.json``."""
+    out = Path(cohort_dir)
+    rows = []
+    for cid in case_ids(out):
+        try:
+            rows.append(json.loads((out / "cases" / cid / "params.json").read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError):
+            raise FileFormatError(f"{out / 'cases' / cid}: params.json is missing or corrupt") from None
+    path = out / "manifest.csv"
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            if rows:
+                cols = list(rows[0])
+                cols = ["id"] + [c for c in cols if c not in ("id",) + _MANIFEST_TAIL] + list(_MANIFEST_TAIL)
+                w = csv.DictWriter(fh, fieldnames=cols)
+                w.writeheader()
+                for r in rows:
+                    w.writerow({k: (repr(float(v)) if isinstance(v, float) else v) for k, v in r.items()})
+    return path
+
+
+def read_manifest(cohort_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Rows of ``manifest.csv`` with numbers parsed."""
+    path = Path(cohort_dir) / "manifest.csv"
+    if not path.is_file():
+        raise InputError(f"{cohort_dir}: no manifest.csv (not a generated heart cohort?)")
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return [{k: (v if k == "id" else float(v)) for k, v in r.items()} for r in rows]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+def _read_vtp(path: Path) -> Any:
+    import pyvista as pv
+
+    try:
+        mesh = pv.read(str(path))
+    except Exception as exc:  # noqa: BLE001 - VTK raises many types for corrupt files
+        raise FileFormatError(f"{path}: cannot read mesh ({' '.join(str(exc).split())[:120]})") from None
+    if mesh.n_points == 0:
+        raise FileFormatError(f"{path}: mesh is empty or corrupt")
+    return mesh
+
+
+def load_case(cohort_dir: str | os.PathLike[str], case: str | int, views: bool = True) -> HeartCase:
+    """Load one case of a generated cohort (or a folder in the same layout).
+
+    Raises :class:`InputError` for an unknown id, a surface without ``elemTag``, or an LV cavity that
+    is not watertight.
+    """
+    from sono3d.geometry.mesh import require_watertight
+
+    cid = case_id(case) if isinstance(case, (int, np.integer)) else str(case)
+    d = Path(cohort_dir) / "cases" / cid
+    if not d.is_dir():
+        raise InputError(f"{cohort_dir}: no complete case '{cid}'")
+    out = HeartCase(id=cid, source=str(d))
+    for phase in ("ed", "es"):
+        p = d / f"{phase}.vtp"
+        if p.is_file():
+            m = _read_vtp(p)
+            if "elemTag" not in m.cell_data:
+                raise InputError(f"{p}: mesh has no elemTag labels")
+            setattr(out, phase, m)
+        c = d / f"lv_cavity_{phase}.vtp"
+        if c.is_file():
+            cav = _read_vtp(c)
+            require_watertight(cav, f"{c} (LV cavity)")
+            setattr(out, f"lv_cavity_{phase}", cav)
+    if out.ed is None:
+        raise InputError(f"{d}: case has no ed.vtp")
+    if views and (d / "views.npz").is_file():
+        try:
+            with np.load(d / "views.npz", allow_pickle=False) as z:
+                out.views = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise FileFormatError(f"{d / 'views.npz'}: cannot read views ({exc})") from None
+    if (d / "params.json").is_file():
+        out.params = json.loads((d / "params.json").read_text(encoding="utf-8"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Real cohorts
+# --------------------------------------------------------------------------------------------
+
+def read_labelled_mesh(path: str | os.PathLike[str], label: str = "elemTag") -> Any:
+    """A labelled heart surface from a VTK file (the public cohort's format).
+
+    Volumetric meshes (tetrahedra with a cell label) become the union of each label region's closed
+    boundary surface, so interfaces between labels are kept; surfaces are read as they are. The
+    result is a triangulated ``PolyData`` with the cell array ``elemTag``.
+    """
+    import pyvista as pv
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
+    try:
+        grid = pv.read(str(p))
+    except Exception as exc:  # noqa: BLE001
+        raise FileFormatError(f"{p}: cannot read mesh ({' '.join(str(exc).split())[:120]})") from None
+    if grid.n_points == 0 or grid.n_cells == 0:
+        raise FileFormatError(f"{p}: mesh is empty")
+    if label not in grid.cell_data:
+        if label in grid.point_data:
+            grid = grid.point_data_to_cell_data()
+            grid.cell_data[label] = np.rint(np.asarray(grid.cell_data[label])).astype(np.int32)
+        else:
+            raise InputError(f"{p}: mesh has no '{label}' labels (a cell array naming each region)")
+    tags = np.asarray(grid.cell_data[label]).astype(np.int32)
+    if isinstance(grid, pv.PolyData):
+        surf = grid.triangulate()
+        surf.cell_data["elemTag"] = np.asarray(surf.cell_data[label]).astype(np.int32)
+        return surf
+    pieces = []
+    for v in np.unique(tags):
+        sub = grid.extract_cells(np.flatnonzero(tags == v)).extract_surface().triangulate()
+        sub.cell_data.clear()
+        sub.point_data.clear()
+        sub.cell_data["elemTag"] = np.full(sub.n_cells, int(v), dtype=np.int32)
+        pieces.append(sub)
+    surf = pieces[0].merge(pieces[1:], merge_points=False) if len(pieces) > 1 else pieces[0]
+    if not isinstance(surf, pv.PolyData):
+        surf = surf.extract_surface()
+    return surf
+
+
+def read_vtk_cohort(folder: str | os.PathLike[str], label: str = "elemTag") -> list[HeartCase]:
+    """Cases from a folder of labelled VTK meshes (one end-diastolic heart per file; no views)."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise InputError(f"{d}: no such folder")
+    files = sorted(p for p in d.iterdir() if p.suffix.lower() in _VTK_SUFFIXES)
+    if not files:
+        raise InputError(f"{d}: no .vtk/.vtu/.vtp meshes")
+    return [HeartCase(id=p.stem, ed=read_labelled_mesh(p, label), source=str(p)) for p in files]
+
+
+def _read_surface(path: Path, scale: float) -> Any:
+    try:
+        from sono3d.io import read_mesh
+    except ImportError:  # pragma: no cover - the I/O module is always there in a full install
+        import pyvista as pv
+
+        m = pv.read(str(path))
+        m.points = np.asarray(m.points) * scale
+        return m
+    return read_mesh(path, scale=scale)
+
+
+def read_ghdheart(folder: str | os.PathLike[str], case: str = "ghdheart", scale: float = 100.0) -> HeartCase:
+    """The GHDHeart four-chamber surfaces (``LV.obj RV.obj LA.obj RA.obj``; coordinates x 100 = mm).
+
+    They are blood pools: each is tagged with its chamber's label (LV 1, RV 2, LA 3, RA 4) and the LV
+    surface is the end-diastolic LV cavity. Raises :class:`InputError` when a file is missing or the
+    LV surface is not watertight.
+    """
+    import pyvista as pv
+
+    from sono3d.geometry.mesh import enclosed_volume_mm3, require_watertight
+
+    d = Path(folder)
+    missing = [n for n in _GHD_FILES if not (d / n).is_file()]
+    if missing:
+        raise InputError(f"{d}: not a GHDHeart folder (missing {', '.join(missing)})")
+    pieces = []
+    lv = None
+    for name, tag in _GHD_FILES.items():
+        m = _read_surface(d / name, scale).triangulate()
+        m.clear_data()
+        m.cell_data["elemTag"] = np.full(m.n_cells, tag, dtype=np.int32)
+        m.point_data["elemTag"] = np.full(m.n_points, tag, dtype=np.int32)
+        if tag == 1:
+            require_watertight(m, f"{d / name} (LV cavity)")
+            lv = m.copy()
+        pieces.append(m)
+    heart = pieces[0].merge(pieces[1:], merge_points=False)
+    if not isinstance(heart, pv.PolyData):
+        heart = heart.extract_surface()
+    edv = enclosed_volume_mm3(lv) / 1000.0
+    return HeartCase(id=case, ed=heart, lv_cavity_ed=lv, params={"edv_ml": edv}, source=str(d))
+
+
+def read_cohort(path: str | os.PathLike[str]) -> list[HeartCase]:
+    """Every case of a cohort folder: generated (``cohort.json``), GHDHeart, or labelled VTK meshes."""
+    d = Path(path)
+    if not d.is_dir():
+        raise InputError(f"{d}: no such folder")
+    if (d / "cohort.json").is_file():
+        return [load_case(d, cid) for cid in case_ids(d)]
+    if all((d / n).is_file() for n in _GHD_FILES):
+        return [read_ghdheart(d)]
+    return read_vtk_cohort(d)

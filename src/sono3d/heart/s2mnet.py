@@ -1,0 +1,314 @@
+"""S2MNet and a Pix2Vox-style voxel baseline: six echo views to a heart shape.
+
+S2MNet (the heart paper's Fig. 2): a shared 2D ResNet encoder (MONAI) over each view, three 2D
+convolutions and one 3D convolution that lift the six views' features to a coarse 3D grid; a decoder
+of six transposed 3D convolutions and a trilinear upsampling producing ``K`` coarse displacement
+fields; a weight generator of six 3D convolutions giving one weight map per field; their
+softmax-weighted sum is a dense displacement field over the template's bounding box, sampled
+trilinearly at the template's vertices and added to them.
+
+:class:`VoxelNet` shares the encoder and decodes an occupancy grid (``R**3`` logits) instead, the
+voxel baseline of the paper's IoU comparison.
+
+Shapes: views ``[B, 6, H, W]`` (one grey channel per view, in [0, 1]); template points ``[V, 3]``
+in mm; displacements ``[B, V, 3]`` in mm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sono3d.errors import InputError
+
+__all__ = ["NetConfig", "S2MNet", "VoxelNet", "ViewEncoder", "build_model", "MODEL_KINDS"]
+
+_RESNET_LAYOUT = {
+    "resnet10": ("basic", [1, 1, 1, 1]),
+    "resnet18": ("basic", [2, 2, 2, 2]),
+    "resnet34": ("basic", [3, 4, 6, 3]),
+    "resnet50": ("bottleneck", [3, 4, 6, 3]),
+}
+
+MODEL_KINDS = ("s2mnet", "voxel")
+
+
+@dataclass
+class NetConfig:
+    """Network sizes. ``small`` fits two CPU cores; ``paper`` is the paper's ResNet50 at 128 px.
+
+    Attributes
+    ----------
+    encoder : str
+        MONAI ResNet depth: ``resnet10``, ``resnet18``, ``resnet34`` or ``resnet50``.
+    width : float
+        Multiplier on the ResNet's channel widths (64, 128, 256, 512).
+    image_size : int
+        Input view size in pixels (square).
+    n_views : int
+        Number of views (6: A4C, A2C, A3C, basal, mid, apical short axis).
+    grid : int
+        Edge of the coarse 3D grid the features are lifted to.
+    lift_channels : int
+        Channels per voxel of that grid.
+    n_fields : int
+        Number ``K`` of coarse displacement fields fused by the weight generator.
+    field_size : int
+        Edge of the final displacement field after trilinear upsampling.
+    voxel_size : int
+        Edge of the voxel baseline's occupancy grid.
+    """
+
+    encoder: str = "resnet18"
+    width: float = 0.5
+    image_size: int = 96
+    n_views: int = 6
+    grid: int = 4
+    lift_channels: int = 32
+    n_fields: int = 4
+    field_size: int = 64
+    voxel_size: int = 32
+
+    @classmethod
+    def preset(cls, name: str) -> "NetConfig":
+        presets = {
+            "small": cls(),
+            "paper": cls(encoder="resnet50", width=1.0, image_size=128, lift_channels=64, n_fields=6,
+                         field_size=128, voxel_size=64),
+            "tiny": cls(encoder="resnet10", width=0.25, image_size=64, lift_channels=8, n_fields=2,
+                        field_size=32, voxel_size=16),
+        }
+        if name not in presets:
+            raise InputError(f"unknown network preset '{name}' (known: {', '.join(presets)})")
+        return presets[name]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __post_init__(self) -> None:
+        if self.encoder not in _RESNET_LAYOUT:
+            raise InputError(f"unknown encoder '{self.encoder}' (known: {', '.join(_RESNET_LAYOUT)})")
+        if self.image_size % 32:
+            raise InputError(f"image size must be a multiple of 32, got {self.image_size}")
+
+
+class ViewEncoder(nn.Module):
+    """Shared 2D encoder: a MONAI ResNet trunk (no pooling head) then three 2D convolutions.
+
+    Maps ``[B * n_views, 1, H, W]`` to ``[B * n_views, C, g, g]`` with ``g = config.grid``.
+    """
+
+    def __init__(self, config: NetConfig) -> None:
+        super().__init__()
+        from monai.networks.nets import ResNet
+
+        block, layers = _RESNET_LAYOUT[config.encoder]
+        planes = [max(8, int(round(p * config.width))) for p in (64, 128, 256, 512)]
+        trunk = ResNet(block=block, layers=layers, block_inplanes=planes, spatial_dims=2, n_input_channels=1,
+                       conv1_t_size=7, conv1_t_stride=2, feed_forward=False, num_classes=1)
+        # Keep the convolutional trunk only: the avgpool/fc head would throw the spatial layout away.
+        self.stem = nn.Sequential(trunk.conv1, trunk.bn1, trunk.act, trunk.maxpool)
+        self.layers = nn.Sequential(trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4)
+        out_ch = planes[3] * (4 if block == "bottleneck" else 1)
+        mid = max(32, out_ch // 2)
+        self.head = nn.Sequential(
+            nn.Conv2d(out_ch, mid, 3, padding=1), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, mid, 3, padding=1), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, config.lift_channels, 1), nn.ReLU(inplace=True),
+        )
+        self.grid = config.grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.head(self.layers(self.stem(x)))
+        if f.shape[-1] != self.grid or f.shape[-2] != self.grid:
+            f = F.adaptive_avg_pool2d(f, self.grid)
+        return f
+
+
+class _Lift(nn.Module):
+    """Six views' 2D feature maps ``[B, 6, C, g, g]`` -> a 3D grid ``[B, C3, g, g, g]``.
+
+    The views are stacked along a depth axis of length ``6`` (their order is fixed: the standard
+    views are different anatomy, not interchangeable), mixed by one 3D convolution, and resampled to
+    depth ``g``.
+    """
+
+    def __init__(self, config: NetConfig) -> None:
+        super().__init__()
+        c = config.lift_channels
+        self.conv = nn.Sequential(nn.Conv3d(c, 2 * c, 3, padding=1), nn.BatchNorm3d(2 * c), nn.ReLU(inplace=True))
+        self.mix = nn.Linear(config.n_views, config.grid)
+        self.out_channels = 2 * c
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        # feats: [B, V, C, g, g] -> [B, C, g, g, V] -> depth mix V -> g -> [B, C, g, g, g]
+        x = feats.permute(0, 2, 3, 4, 1)
+        x = self.mix(x).permute(0, 1, 4, 2, 3).contiguous()
+        return self.conv(x)
+
+
+def _encode(encoder: ViewEncoder, lift: _Lift, views: torch.Tensor, n_views: int) -> torch.Tensor:
+    if views.ndim != 4 or views.shape[1] != n_views:
+        raise InputError(f"views must have shape [B, {n_views}, H, W], got {tuple(views.shape)}")
+    B, V, H, W = views.shape
+    f = encoder(views.reshape(B * V, 1, H, W))
+    f = f.reshape(B, V, *f.shape[1:])
+    return lift(f)
+
+
+class S2MNet(nn.Module):
+    """Six views to a dense displacement field over the template's bounding box.
+
+    Parameters
+    ----------
+    config : NetConfig
+    template_points : Tensor, shape (V, 3)
+        The template's vertices in mm; their bounding box (padded by ``margin``) is the field's
+        domain, stored in the module's buffers so that checkpoints carry it.
+    displacement_scale_mm : float
+        The network's raw output is multiplied by this (roughly the displacements' spread), so that
+        its weights work at unit scale.
+    """
+
+    def __init__(self, config: NetConfig, template_points: torch.Tensor, displacement_scale_mm: float = 10.0,
+                 margin: float = 0.1) -> None:
+        super().__init__()
+        self.config = config
+        pts = torch.as_tensor(template_points, dtype=torch.float32)
+        lo, hi = pts.min(0).values, pts.max(0).values
+        centre, half = (lo + hi) / 2, (hi - lo) / 2 * (1 + margin)
+        self.register_buffer("template", pts.clone())
+        self.register_buffer("box_centre", centre)
+        self.register_buffer("box_half", half.clamp_min(1e-3))
+        self.register_buffer("displacement_scale", torch.tensor(float(displacement_scale_mm)))
+        self.encoder = ViewEncoder(config)
+        self.lift = _Lift(config)
+        c = self.lift.out_channels
+        K = config.n_fields
+        # Six transposed 3D convolutions: three double the grid (g -> 8g), three refine it.
+        chans = [c, c, max(16, c // 2), max(16, c // 4), max(16, c // 4), max(16, c // 4)]
+        layers: list[nn.Module] = []
+        for i in range(6):
+            cin = chans[i]
+            cout = chans[i + 1] if i < 5 else 3 * K
+            if i < 3:
+                layers.append(nn.ConvTranspose3d(cin, cout, 4, stride=2, padding=1))
+            else:
+                layers.append(nn.ConvTranspose3d(cin, cout, 3, stride=1, padding=1))
+            if i < 5:
+                layers += [nn.BatchNorm3d(cout), nn.ReLU(inplace=True)]
+        self.decoder = nn.Sequential(*layers)
+        wg: list[nn.Module] = []
+        for i in range(6):
+            cout = K if i == 5 else c
+            wg.append(nn.Conv3d(c, cout, 3, padding=1))
+            if i < 5:
+                wg += [nn.BatchNorm3d(cout), nn.ReLU(inplace=True)]
+        self.weight_generator = nn.Sequential(*wg)
+        # Start from the template: zero displacement until trained.
+        last = self.decoder[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def _coarse(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coarse fields ``[B, 3K, 8g, 8g, 8g]`` and weight logits ``[B, K, g, g, g]``."""
+        z = _encode(self.encoder, self.lift, views, self.config.n_views)
+        return self.decoder(z), self.weight_generator(z)
+
+    def _fuse_at(self, coarse: torch.Tensor, weight_logits: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """Fused unit-scale displacement ``[B, 3, *grid.shape[1:-1]]`` at normalised positions ``grid``.
+
+        Trilinear interpolation of the coarse fields and the weight maps at the query positions is the
+        paper's trilinear upsampling layer evaluated exactly where it is needed (the vertices), rather
+        than on a dense grid that would then be sampled again.
+        """
+        B = coarse.shape[0]
+        K = self.config.n_fields
+        f = F.grid_sample(coarse, grid, mode="bilinear", align_corners=True, padding_mode="border")
+        w = F.grid_sample(weight_logits, grid, mode="bilinear", align_corners=True, padding_mode="border")
+        f = f.reshape(B, K, 3, *f.shape[2:])
+        return (f * w.softmax(dim=1)[:, :, None]).sum(dim=1)
+
+    def field(self, views: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """The fused displacement field in mm, ``[B, 3, S, S, S]`` over the template box (``S`` =
+        ``size`` or ``config.field_size``), indexed ``[z, y, x]``."""
+        S = size or self.config.field_size
+        coarse, wl = self._coarse(views)
+        lin = torch.linspace(-1, 1, S, device=coarse.device)
+        zz, yy, xx = torch.meshgrid(lin, lin, lin, indexing="ij")
+        grid = torch.stack([xx, yy, zz], dim=-1)[None].expand(coarse.shape[0], -1, -1, -1, -1)
+        return self._fuse_at(coarse, wl, grid) * self.displacement_scale
+
+    def displacements_at(self, views: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Displacements (mm) ``[B, P, 3]`` at arbitrary points ``[P, 3]`` (mm)."""
+        coarse, wl = self._coarse(views)
+        g = (points - self.box_centre) / self.box_half  # [-1, 1] in x, y, z
+        # grid_sample's last axis is (x, y, z) indexing (W, H, D) of the volume.
+        grid = g[None, :, None, None, :].expand(coarse.shape[0], -1, 1, 1, 3)
+        d = self._fuse_at(coarse, wl, grid)[:, :, :, 0, 0]
+        return d.transpose(1, 2) * self.displacement_scale
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        """Displacements of the template's vertices, ``[B, V, 3]`` in mm."""
+        return self.displacements_at(views, self.template)
+
+    def predict_points(self, views: torch.Tensor) -> torch.Tensor:
+        """Predicted mesh vertices ``[B, V, 3]`` in mm (template plus displacement)."""
+        return self.template[None] + self(views)
+
+
+class VoxelNet(nn.Module):
+    """Pix2Vox-style baseline: the same encoder, a 3D decoder to occupancy logits ``[B, R, R, R]``.
+
+    The grid spans a fixed box (``box_centre`` +- ``box_half`` mm, stored as buffers), indexed
+    ``[z, y, x]`` like the displacement field.
+    """
+
+    def __init__(self, config: NetConfig, box_centre: torch.Tensor, box_half: torch.Tensor) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("box_centre", torch.as_tensor(box_centre, dtype=torch.float32).clone())
+        self.register_buffer("box_half", torch.as_tensor(box_half, dtype=torch.float32).clone())
+        self.encoder = ViewEncoder(config)
+        self.lift = _Lift(config)
+        c = self.lift.out_channels
+        R = config.voxel_size
+        n_up = max(0, int(round(torch.log2(torch.tensor(R / config.grid)).item())))
+        layers: list[nn.Module] = []
+        cin = c
+        for i in range(n_up):
+            cout = max(8, cin // 2)
+            layers += [nn.ConvTranspose3d(cin, cout, 4, stride=2, padding=1), nn.BatchNorm3d(cout), nn.ReLU(inplace=True)]
+            cin = cout
+        layers.append(nn.Conv3d(cin, 1, 3, padding=1))
+        self.decoder = nn.Sequential(*layers)
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        z = _encode(self.encoder, self.lift, views, self.config.n_views)
+        logits = self.decoder(z)[:, 0]
+        R = self.config.voxel_size
+        if logits.shape[-1] != R:
+            logits = F.interpolate(logits[:, None], size=(R, R, R), mode="trilinear", align_corners=False)[:, 0]
+        return logits
+
+
+@dataclass
+class ModelSpec:
+    """What a checkpoint needs to rebuild its network."""
+
+    kind: str
+    net: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+
+def build_model(kind: str, config: NetConfig, **kwargs: torch.Tensor | float) -> nn.Module:
+    """``S2MNet`` (needs ``template_points``, optional ``displacement_scale_mm``) or ``VoxelNet``
+    (needs ``box_centre`` and ``box_half``)."""
+    if kind == "s2mnet":
+        return S2MNet(config, kwargs["template_points"], float(kwargs.get("displacement_scale_mm", 10.0)))
+    if kind == "voxel":
+        return VoxelNet(config, kwargs["box_centre"], kwargs["box_half"])
+    raise InputError(f"unknown model '{kind}' (known: {', '.join(MODEL_KINDS)})")

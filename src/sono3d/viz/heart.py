@@ -1,0 +1,157 @@
+"""Figures of the heart cohort: the six views of both phases and a 3D render with the view planes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["label_colormap", "show_case_figure", "render_case_3d"]
+
+# RGB per view label (walls saturated, blood pools pale versions of their chamber's colour).
+_COLOURS = {
+    0: (0, 0, 0), 1: (200, 40, 40), 2: (40, 90, 200), 3: (220, 150, 30), 4: (40, 170, 90), 5: (150, 60, 170),
+    6: (30, 170, 190), 7: (250, 250, 120), 8: (250, 250, 120), 9: (250, 250, 120), 10: (250, 250, 120),
+    11: (240, 120, 40), 12: (120, 120, 120), 13: (120, 120, 120), 14: (120, 120, 120), 15: (120, 120, 120),
+    16: (90, 90, 160), 17: (90, 90, 160), 25: (255, 170, 170), 26: (160, 190, 255), 27: (255, 215, 150),
+    28: (160, 230, 180), 29: (220, 170, 230), 30: (160, 225, 235),
+}
+
+
+def label_colormap():  # noqa: ANN201 - matplotlib ListedColormap
+    """A ListedColormap over label values 0..31 (use ``vmin=0, vmax=31``, nearest interpolation)."""
+    from matplotlib.colors import ListedColormap
+
+    table = np.full((32, 3), 255.0)
+    for k, c in _COLOURS.items():
+        table[k] = c
+    return ListedColormap(table / 255.0)
+
+
+def render_case_3d(meshes: list[Any], poses: np.ndarray | None, size: tuple[int, int] = (520, 520),
+                   view_names: list[str] | None = None, sizes_px: tuple[int, int] | None = None) -> np.ndarray:
+    """An off-screen PyVista render (RGB ``[h, w, 3]`` uint8) of meshes and view planes.
+
+    ``meshes`` are PolyData with ``elemTag`` (coloured by it); ``poses`` ``[n, 4, 4]`` image-to-world
+    matrices drawn as translucent rectangles of ``sizes_px`` pixels. Falls back to a matplotlib 3D
+    scatter when off-screen rendering is unavailable.
+    """
+    try:
+        return _render_pyvista(meshes, poses, size, sizes_px)
+    except Exception:  # noqa: BLE001 - no OpenGL context: draw with matplotlib instead
+        return _render_matplotlib(meshes, poses, size, sizes_px)
+
+
+def _plane_corners(M: np.ndarray, sizes_px: tuple[int, int]) -> np.ndarray:
+    H, W = sizes_px
+    c = np.array([[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]], dtype=np.float64)
+    return c[:, :1] * M[:3, 0] + c[:, 1:] * M[:3, 1] + M[:3, 3]
+
+
+def _render_pyvista(meshes, poses, size, sizes_px) -> np.ndarray:  # noqa: ANN001
+    import pyvista as pv
+
+    pv.OFF_SCREEN = True
+    pl = pv.Plotter(off_screen=True, window_size=list(size))
+    pl.set_background("white")
+    for m in meshes:
+        if "elemTag" in m.cell_data:
+            tags = np.asarray(m.cell_data["elemTag"])
+            rgb = np.array([_COLOURS.get(int(t), (200, 200, 200)) for t in tags], dtype=np.uint8)
+            mm = m.copy()
+            mm.cell_data["rgb"] = rgb
+            pl.add_mesh(mm, scalars="rgb", rgb=True, opacity=0.45)
+        else:
+            pl.add_mesh(m, color="salmon", opacity=0.5)
+    if poses is not None and sizes_px is not None:
+        for M in poses:
+            corners = _plane_corners(np.asarray(M), sizes_px)
+            quad = pv.PolyData(corners, np.array([4, 0, 1, 2, 3]))
+            pl.add_mesh(quad, color="steelblue", opacity=0.25, show_edges=True)
+    pl.view_isometric()
+    img = pl.screenshot(return_img=True)
+    pl.close()
+    if img is None or img.size == 0 or float(np.std(img)) == 0.0:
+        raise RuntimeError("empty render")
+    return np.asarray(img)[..., :3]
+
+
+def _render_matplotlib(meshes, poses, size, sizes_px) -> np.ndarray:  # noqa: ANN001
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    fig = plt.figure(figsize=(size[0] / 100, size[1] / 100), dpi=100)
+    ax = fig.add_subplot(projection="3d")
+    for m in meshes:
+        pts = np.asarray(m.points)
+        tags = np.asarray(m.point_data["elemTag"]) if "elemTag" in m.point_data else np.zeros(len(pts), int)
+        col = np.array([_COLOURS.get(int(t), (200, 200, 200)) for t in tags]) / 255.0
+        step = max(1, len(pts) // 4000)
+        ax.scatter(*pts[::step].T, s=1, c=col[::step])
+    if poses is not None and sizes_px is not None:
+        quads = [_plane_corners(np.asarray(M), sizes_px) for M in poses]
+        ax.add_collection3d(Poly3DCollection(quads, alpha=0.15, facecolor="steelblue", edgecolor="k"))
+    ax.set_xlabel("x (R)")
+    ax.set_ylabel("y (A)")
+    ax.set_zlabel("z (S)")
+    fig.canvas.draw()
+    img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return img
+
+
+def show_case_figure(case: Any, path: str | Path, render_3d: bool = True) -> Path:
+    """Write a PNG: labels and pseudo-echo of the six views at ED and ES, and a 3D render.
+
+    ``case`` is a :class:`sono3d.heart.cohort.HeartCase` with views.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from sono3d.io.atomic import atomic_path
+
+    views = case.views
+    cmap = label_colormap()
+    names = [str(n) for n in views["view_names"]]
+    n_ph = views["labels"].shape[0]
+    cols = len(names) + (1 if render_3d else 0)
+    fig, axes = plt.subplots(2 * n_ph, cols, figsize=(2.3 * cols, 2.3 * 2 * n_ph), squeeze=False)
+    phases = ["ED", "ES"][:n_ph]
+    for p in range(n_ph):
+        for j, name in enumerate(names):
+            a = axes[2 * p, j]
+            a.imshow(views["labels"][p, j], cmap=cmap, vmin=0, vmax=31, interpolation="nearest")
+            a.set_title(f"{name} {phases[p]} labels", fontsize=8)
+            b = axes[2 * p + 1, j]
+            b.imshow(views["echo"][p, j], cmap="gray", vmin=0, vmax=1)
+            b.set_title(f"{name} {phases[p]} pseudo-echo", fontsize=8)
+    for a in axes.ravel():
+        a.set_xticks([])
+        a.set_yticks([])
+    if render_3d:
+        gs = axes[0, -1].get_gridspec()
+        for a in axes[:, -1]:
+            a.remove()
+        ax3 = fig.add_subplot(gs[:, -1])
+        H, W = views["labels"].shape[-2:]
+        img = render_case_3d([case.ed], views["poses"][0], sizes_px=(H, W))
+        ax3.imshow(img)
+        ax3.set_axis_off()
+        ax3.set_title("ED mesh and view planes", fontsize=8)
+    extra = ""
+    if case.params:
+        p = case.params
+        extra = f"  EDV {p.get('edv_ml', float('nan')):.1f} mL  ESV {p.get('esv_ml', float('nan')):.1f} mL  " \
+                f"EF {100 * p.get('ef', float('nan')):.1f}%"
+    fig.suptitle(f"case {case.id}{extra}", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return Path(path)
