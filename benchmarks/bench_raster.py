@@ -5,8 +5,9 @@ them placed within two standard deviations of the slice plane, standard deviatio
 random rotations, the slice a rotated 100 mm square through the cube's centre, cutoff 3.
 
 The dense reference keeps autograd state for every (pixel, Gaussian), which does not fit in memory
-for a whole slice, so it is timed strip by strip (16 rows, forward and backward per strip, the
-gradients summed): the same arithmetic as one call, with bounded memory.
+for a whole slice, so it is timed strip by strip (forward and backward per strip, the
+gradients summed, strips sized to ~25M pixel-Gaussian pairs): the same arithmetic as one call,
+with bounded memory.
 
 ``pairs_per_s`` counts the Gaussian-pixel pairs inside the cutoff (the contributions that exist),
 the same number for every backend, divided by the forward+backward time.
@@ -32,6 +33,8 @@ from sono3d.sweep.raster.reference import render_slices_reference
 SIZE = 256
 FOV_MM = 100.0
 CUTOFF = 3.0
+#: (pixel, Gaussian) pairs per reference strip: about 1 GB of autograd state
+REF_STRIP_PAIRS = 25_000_000
 
 
 def make_scene(n: int, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -84,12 +87,14 @@ def fwd_bwd(backend: str, tensors: list[torch.Tensor], M: torch.Tensor) -> float
     weight = torch.linspace(-1, 1, SIZE * SIZE).reshape(1, SIZE, SIZE)
     t0 = time.perf_counter()
     if backend == "reference":
-        strip = 16
+        n = tensors[0].shape[0]
+        strip = max(1, min(SIZE, REF_STRIP_PAIRS // (n * SIZE)))
         for r in range(0, SIZE, strip):
             # the strip's origin is row r of the slice
             Ms = torch.cat([leaves[5][:, :, :3], (leaves[5][:, :, 3] + r * leaves[5][:, :, 1])[:, :, None]], dim=2)
-            img = render_slices_reference(*leaves[:5], Ms, (strip, SIZE), cutoff=CUTOFF, chunk_pixels=1024)
-            (img * weight[:, r : r + strip]).sum().backward()
+            rows = min(strip, SIZE - r)
+            img = render_slices_reference(*leaves[:5], Ms, (rows, SIZE), cutoff=CUTOFF, chunk_pixels=rows * SIZE)
+            (img * weight[:, r : r + rows]).sum().backward()
     else:
         img = render_slices(*leaves[:5], leaves[5], (SIZE, SIZE), backend=backend, cutoff=CUTOFF)
         (img * weight).sum().backward()

@@ -128,6 +128,13 @@ def test_poses_follow_the_landmarks():
     av = world_to_pixel(poses[0, 2], lm["aortic"])[2]
     assert abs(tv) < 8.0 and abs(av) < 8.0
     assert np.all((out["opening_deg"] >= 70) & (out["opening_deg"] <= 84))
+    from sono3d.geometry.planes import plane_rigid
+    from sono3d.geometry.transforms import euler_to_matrix
+
+    for p in range(2):
+        for j in range(6):
+            R = euler_to_matrix(*np.deg2rad(out["euler_deg"][p, j]))
+            np.testing.assert_allclose(R, plane_rigid(poses[p, j])[:3, :3], atol=1e-9)
 
 
 def test_echo_is_sector_cropped_and_tissue_bright():

@@ -93,5 +93,5 @@ def extract_label(mesh, value: int, name: str | None = None):  # noqa: ANN001, A
             ids = np.flatnonzero(np.asarray(mesh.cell_data[n]) == value)
             if ids.size == 0:
                 raise InputError(f"mesh has no cells with label {value} in '{n}'")
-            return mesh.extract_cells(ids).extract_surface()
+            return mesh.extract_cells(ids).extract_surface(algorithm='dataset_surface')
     raise InputError("mesh has no cell label array (looked for " + ", ".join(names) + ")")

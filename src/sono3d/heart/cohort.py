@@ -415,7 +415,8 @@ def read_labelled_mesh(path: str | os.PathLike[str], label: str = "elemTag") -> 
         return surf
     pieces = []
     for v in np.unique(tags):
-        sub = grid.extract_cells(np.flatnonzero(tags == v)).extract_surface().triangulate()
+        sub = grid.extract_cells(np.flatnonzero(tags == v))
+        sub = sub.extract_surface(algorithm="dataset_surface").triangulate()
         sub.cell_data.clear()
         sub.point_data.clear()
         sub.cell_data["elemTag"] = np.full(sub.n_cells, int(v), dtype=np.int32)

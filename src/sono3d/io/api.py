@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from sono3d.errors import FileFormatError, InputError, SonoError
 from sono3d.io.atomic import full_suffix
-from sono3d.io.registry import check_file, lookup, sniff_kind
+from sono3d.io.registry import check_file, lookup, reason, sniff_kind
 from sono3d.types import Sweep, Volume
 
 __all__ = ["read_sweep", "write_sweep", "read_volume", "write_volume", "read_mesh", "write_mesh", "read_any", "describe"]
@@ -31,9 +31,7 @@ def _guarded(path: Path, what: str, fn: Callable[[], T]) -> T:
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         raise FileFormatError(f"{getattr(exc, 'filename', None) or path}: {exc.strerror or type(exc).__name__}") from exc
     except Exception as exc:  # corrupt input makes libraries raise anything; report it as one line
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        text = text if len(text) <= 160 else text[:157] + "..."
-        raise FileFormatError(f"{path}: cannot read {what} ({text})") from exc
+        raise FileFormatError(f"{path}: cannot read {what} ({reason(exc)})") from exc
 
 
 def read_sweep(

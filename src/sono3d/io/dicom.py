@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sono3d.errors import FileFormatError
+from sono3d.io.registry import reason
 from sono3d.io.sequences import _luma, frames_to_float
 from sono3d.types import Sweep
 
@@ -77,7 +78,7 @@ def read_dicom_sweep(path: str | Path, spacing_mm: tuple[float, float] | None = 
     try:
         ds = pydicom.dcmread(str(path))
     except InvalidDicomError as exc:
-        raise FileFormatError(f"{path}: not a DICOM file ({' '.join(str(exc).split())[:120]})") from None
+        raise FileFormatError(f"{path}: not a DICOM file ({reason(exc)})") from None
     if not any(k in ds for k in _PIXEL_KEYWORDS):
         raise FileFormatError(f"{path}: DICOM file has no pixel data")
     pi = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
@@ -86,7 +87,7 @@ def read_dicom_sweep(path: str | Path, spacing_mm: tuple[float, float] | None = 
         # YBR -> RGB -> grey round trip, whose clipping of saturated colour would shift grey levels.
         arr = pixel_array(ds, raw=True) if pi.startswith("YBR") else ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - decoders raise many types on truncated data
-        raise FileFormatError(f"{path}: cannot decode DICOM pixel data ({' '.join(str(exc).split())[:120]})") from None
+        raise FileFormatError(f"{path}: cannot decode DICOM pixel data ({reason(exc)})") from None
 
     n = int(ds.get("NumberOfFrames", 1) or 1)
     spp = int(ds.get("SamplesPerPixel", 1) or 1)

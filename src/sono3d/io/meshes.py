@@ -20,6 +20,7 @@ import numpy as np
 
 from sono3d.errors import FileFormatError, InputError
 from sono3d.io.atomic import atomic_path, full_suffix
+from sono3d.io.registry import reason
 
 __all__ = ["read_mesh_file", "write_mesh_file", "read_obj", "write_obj"]
 
@@ -157,7 +158,7 @@ def read_mesh_file(path: str | Path, scale: float = 1.0):  # noqa: ANN201
             try:
                 mesh = _read_meshio(path)
             except Exception:
-                raise FileFormatError(f"{path}: cannot read mesh ({' '.join(str(first).split())[:160]})") from first
+                raise FileFormatError(f"{path}: cannot read mesh ({reason(first)})") from first
         if not isinstance(mesh, pv.PolyData):
             mesh = mesh.extract_surface() if hasattr(mesh, "extract_surface") else mesh
         if suffix == ".ply" and mesh.n_cells:

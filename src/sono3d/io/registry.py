@@ -18,7 +18,7 @@ from typing import Any
 from sono3d.errors import FileFormatError
 from sono3d.io.atomic import full_suffix
 
-__all__ = ["Format", "FORMATS", "lookup", "known_suffixes", "check_file", "sniff_kind", "IMAGE_SUFFIXES",
+__all__ = ["Format", "FORMATS", "lookup", "known_suffixes", "check_file", "sniff_kind", "reason", "IMAGE_SUFFIXES",
            "VIDEO_SUFFIXES"]
 
 KINDS = ("sweep", "volume", "mesh", "image")
@@ -117,6 +117,12 @@ def lookup(path: str | os.PathLike[str], kind: str | None = None, writing: bool 
                                   f"(it writes: {', '.join(sorted({f.suffix for f in FORMATS if f.writer_ref and (kind is None or f.kind == kind)}))})")
         return writable[0]
     return candidates[0]
+
+
+def reason(exc: BaseException, limit: int = 160) -> str:
+    """A library exception's message on one line, shortened, for ``<path>: cannot read X (<reason>)``."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_file(path: str | os.PathLike[str], allow_dir: bool = False) -> Path:

@@ -206,12 +206,17 @@ def read_plus_config(path: str | Path) -> PlusConfig:
 def find_plus_config(sequence_path: str | Path, transform_names: list[str]) -> PlusConfig | None:
     """The one PLUS configuration beside a sequence file whose transforms chain its frames.
 
-    PLUS users keep ``PlusDeviceSet_*.xml`` next to their recordings; when exactly one XML in the
-    folder parses and links the image frame to the reference frame through the sequence's
-    transforms, it is returned (``None`` otherwise).
+    PLUS users keep ``PlusDeviceSet_*.xml`` next to their recordings. A configuration is only taken
+    when its file name contains the recording's name (``SpinePhantomFreehand.igs.mha`` ->
+    ``PlusDeviceSet_SpinePhantomFreehand*.xml``), so that another recording's calibration in the same
+    folder is never applied silently; when exactly one such XML parses and links the image frame to
+    the reference frame through the sequence's transforms, it is returned (``None`` otherwise).
     """
+    stem = Path(sequence_path).name.split(".")[0].lower()
     found = []
     for xml in sorted(Path(sequence_path).parent.glob("*.xml")):
+        if not stem or stem not in xml.name.lower():
+            continue
         try:
             cfg = read_plus_config(xml)
         except (FileFormatError, OSError):
@@ -389,6 +394,36 @@ def _field(fields: dict[str, str], *names: str) -> str | None:
     return next((low[n.lower()].strip() for n in names if n.lower() in low), None)
 
 
+def _recorded_transforms(per: dict[int, dict[str, str]], n: int, path: Path
+                         ) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Names of the per-frame ``...Transform`` fields, their ``(n, 4, 4)`` matrices and validity.
+
+    A frame's transform is valid when present, finite and its ``...TransformStatus`` is ``OK``
+    (or absent); missing ones are identity and invalid.
+    """
+    names = sorted({k for d in per.values() for k in d if k.endswith("Transform")})
+    recorded: dict[str, np.ndarray] = {}
+    valid: dict[str, np.ndarray] = {}
+    for name in names:
+        mats = np.tile(np.eye(4), (n, 1, 1))
+        ok = np.zeros(n, dtype=bool)
+        for i in range(n):
+            text = per.get(i, {}).get(name)
+            if text is None:
+                continue
+            try:
+                vals = np.array([float(v) for v in text.split()], dtype=np.float64)
+            except ValueError:
+                raise FileFormatError(f"{path}: frame {i} field {name} is not numeric") from None
+            if vals.size != 16:
+                raise FileFormatError(f"{path}: frame {i} field {name} has {vals.size} numbers, not 16")
+            mats[i] = vals.reshape(4, 4)
+            ok[i] = per[i].get(name + "Status", "OK").upper() == "OK" and bool(np.all(np.isfinite(vals)))
+        recorded[name] = mats
+        valid[name] = ok
+    return names, recorded, valid
+
+
 def read_sequence(
     path: str | Path,
     plus_config: str | Path | PlusConfig | None = None,
@@ -430,28 +465,7 @@ def read_sequence(
             frames = frames[:, :, ::-1]
         frames = np.ascontiguousarray(frames)
 
-    # Per-frame transforms and statuses.
-    names = sorted({k for d in per.values() for k in d if k.endswith("Transform")})
-    recorded: dict[str, np.ndarray] = {}
-    valid: dict[str, np.ndarray] = {}
-    for name in names:
-        mats = np.tile(np.eye(4), (n, 1, 1))
-        ok = np.zeros(n, dtype=bool)
-        for i in range(n):
-            text = per.get(i, {}).get(name)
-            if text is None:
-                continue
-            try:
-                vals = np.array([float(v) for v in text.split()], dtype=np.float64)
-            except ValueError:
-                raise FileFormatError(f"{path}: frame {i} field {name} is not numeric") from None
-            if vals.size != 16:
-                raise FileFormatError(f"{path}: frame {i} field {name} has {vals.size} numbers, not 16")
-            mats[i] = vals.reshape(4, 4)
-            status = per[i].get(name + "Status", "OK").upper()
-            ok[i] = status == "OK" and bool(np.all(np.isfinite(vals)))
-        recorded[name] = mats
-        valid[name] = ok
+    names, recorded, valid = _recorded_transforms(per, n, path)
     image_ok = np.array([per.get(i, {}).get("ImageStatus", "OK").upper() == "OK" for i in range(n)])
 
     meta: dict[str, Any] = {"source": str(path), "format": f"plus-sequence ({fmt})",

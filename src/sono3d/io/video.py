@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from sono3d.errors import FileFormatError, InputError
-from sono3d.io.registry import IMAGE_SUFFIXES
+from sono3d.io.registry import IMAGE_SUFFIXES, reason
 from sono3d.io.sequences import frames_to_float
 from sono3d.types import Sweep
 
@@ -57,12 +57,12 @@ def read_video(path: str | Path, spacing_mm: tuple[float, float] | None = None) 
     try:
         reader = iio.get_reader(str(path), format="FFMPEG" if path.suffix.lower() != ".gif" else None)
     except Exception as exc:  # noqa: BLE001 - ffmpeg reports corrupt files in many ways
-        raise FileFormatError(f"{path}: cannot open video ({' '.join(str(exc).split())[:120]})") from None
+        raise FileFormatError(f"{path}: cannot open video ({reason(exc)})") from None
     try:
         fps = float(reader.get_meta_data().get("fps") or 0.0)
         frames = [np.asarray(f) for f in reader]
     except Exception as exc:  # noqa: BLE001
-        raise FileFormatError(f"{path}: cannot decode video ({' '.join(str(exc).split())[:120]})") from None
+        raise FileFormatError(f"{path}: cannot decode video ({reason(exc)})") from None
     finally:
         reader.close()
     if not frames:
@@ -81,7 +81,7 @@ def _load_image(path: Path) -> np.ndarray:
     try:
         a = np.asarray(iio.imread(str(path)))
     except Exception as exc:  # noqa: BLE001 - Pillow raises several types for broken images
-        raise FileFormatError(f"{path}: cannot read image ({' '.join(str(exc).split())[:120]})") from None
+        raise FileFormatError(f"{path}: cannot read image ({reason(exc)})") from None
     if a.ndim == 3 and a.shape[-1] not in (1, 3, 4):
         raise FileFormatError(f"{path}: image has shape {a.shape}; expected grey or RGB")
     return a
@@ -118,7 +118,7 @@ def read_image_folder(folder: str | Path, spacing_mm: tuple[float, float] | None
         try:
             poses = np.load(poses_path, allow_pickle=False)
         except Exception as exc:  # noqa: BLE001
-            raise FileFormatError(f"{poses_path}: cannot read poses ({' '.join(str(exc).split())[:120]})") from None
+            raise FileFormatError(f"{poses_path}: cannot read poses ({reason(exc)})") from None
         poses = np.asarray(poses, dtype=np.float64)
         if poses.ndim != 3 or poses.shape[1:] != (4, 4):
             raise FileFormatError(f"{poses_path}: poses must have shape [N, 4, 4], got {poses.shape}")

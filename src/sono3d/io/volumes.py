@@ -18,6 +18,7 @@ import numpy as np
 from sono3d.errors import FileFormatError
 from sono3d.io.atomic import atomic_path
 from sono3d.io.metaimage import format_numbers, read_metaimage, write_metaimage
+from sono3d.io.registry import reason
 from sono3d.types import Volume
 
 __all__ = ["LPS_TO_RAS", "read_nifti", "write_nifti", "read_metaimage_volume",
@@ -67,7 +68,7 @@ def read_nifti(path: str | Path) -> Volume:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for corrupt files
-        raise FileFormatError(f"{path}: cannot read NIfTI ({_short(exc)})") from None
+        raise FileFormatError(f"{path}: cannot read NIfTI ({reason(exc)})") from None
     stored = None
     for ext in img.header.extensions:
         content = ext.get_content()
@@ -168,7 +169,7 @@ def _read_nrrd(path: Path) -> tuple[np.ndarray, dict]:
     except Exception as exc:  # pynrrd raises NRRDError, ValueError, OSError, zlib errors...
         if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
             raise
-        raise FileFormatError(f"{path}: cannot read NRRD ({_short(exc)})") from None
+        raise FileFormatError(f"{path}: cannot read NRRD ({reason(exc)})") from None
     return data, header
 
 
@@ -213,9 +214,4 @@ def write_nrrd_volume(path: str | Path, volume: Volume) -> Path:
     with atomic_path(path) as tmp:
         nrrd.write(str(tmp), np.asarray(_storable(volume.array)), header, index_order="F")
     return Path(path)
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 

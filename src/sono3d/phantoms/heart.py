@@ -601,10 +601,10 @@ def _phase_points(s: HeartShape, phase: str) -> tuple[np.ndarray, dict[str, np.n
     # Atria (blood pool radii; walls 2 mm) sit on the base plane.
     a_wall = 2.0
     la_r = s.la_diameter_mm / 2 * atrial
-    la_rad = np.array([1.1 * la_r, 0.9 * la_r, 0.85 * la_r])
+    la_rad = np.array([1.0 * la_r, 0.85 * la_r, 1.2 * la_r])  # taller than wide, as in A4C
     la_c = np.array([mitral[0] - 2.0, mitral[1] - 5.0, dz + 1.5 + a_wall + la_rad[2]])
     ra_r = s.ra_diameter_mm / 2 * atrial
-    ra_rad = np.array([0.95 * ra_r, 0.9 * ra_r, 0.95 * ra_r])
+    ra_rad = np.array([0.95 * ra_r, 0.85 * ra_r, 1.15 * ra_r])
     ra_x = max(tricuspid[0], la_c[0] + la_rad[0] + ra_rad[0] + 2 * a_wall + 3.0)
     ra_c = np.array([ra_x, -0.25 * ra_r, dz + 1.5 + a_wall + ra_rad[2]])
     pts["la_outer"] = _ellipsoid(_RES["atrium"], la_c, tuple(la_rad + a_wall))

@@ -19,6 +19,10 @@ a quarter of the fine sampling rate; envelope statistics depend only on the PSF 
 keeps its physical width (or the narrowest one the grid can carry). Scatterers are drawn
 independently per frame.
 
+:func:`bmode` runs steps 3-5 in one FFT pass along the beam (axial PSF times the analytic-signal
+filter, folded to one sample per image row) and applies the slowly varying TGC to the envelope;
+:func:`rf_frames` followed by :func:`envelope` is the time-domain reference it is tested against.
+
 The heart paper's pseudo-echo step (:func:`pseudo_echo`: sector crop, Gaussian blur, noise) is the
 special case with no carrier, no speckle and no log compression: the PSF is the blur and the
 scatterer term is additive noise.
@@ -33,7 +37,6 @@ from scipy import fft as sp_fft
 from scipy import ndimage
 
 from sono3d.errors import InputError
-from sono3d.geometry.sector import polar_coordinates
 from sono3d.types import Sector
 
 __all__ = ["BModeParams", "bmode", "rf_frames", "envelope", "log_compress", "pseudo_echo",
@@ -123,10 +126,53 @@ def depth_map_mm(shape: tuple[int, int], spacing_mm: tuple[float, float], sector
     return np.hypot(ax, lat)
 
 
+@dataclass(frozen=True)
+class _Stage:
+    """Scatterer field after attenuation (and the lateral PSF for the reference path), laid out
+    ``(N, W, H * U)`` (axial last)."""
+
+    field: np.ndarray
+    U: int
+    k_ax: np.ndarray
+    sig_lat: float
+    tgc: np.ndarray  # (W, H * U) gain per fine sample
+
+
+def _scatter_stage(echo: np.ndarray, spacing_mm: tuple[float, float], params: BModeParams,
+                   sector: Sector | None, rng: np.random.Generator | int | None, lateral: bool = True) -> _Stage:
+    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    echo = np.asarray(echo, dtype=np.float32)
+    N, H, W = echo.shape
+    dy, dx = spacing_mm
+    U = axial_oversampling(params, dy)
+    sig_ax = max(params.axial_fwhm_mm * _FWHM_TO_SIGMA / dy * U, _MIN_SIGMA_FINE)
+    sig_lat = params.lateral_fwhm_mm * _FWHM_TO_SIGMA / dx
+    depth_cm = depth_map_mm((H, W), (dy, dx), sector, U).T.astype(np.float32) / 10.0  # (W, H*U)
+    loss_db = params.attenuation_db_cm_mhz * params.frequency_mhz * 2.0 * depth_cm
+    atten = (10.0 ** (-loss_db / 20.0)).astype(np.float32)
+    tgc = (10.0 ** (params.tgc * loss_db / 20.0)).astype(np.float32)
+    et = echo.transpose(0, 2, 1)  # axial last: FFTs and filters run on contiguous memory
+    amp = (np.repeat(et, U, axis=2) if U > 1 else et) * atten
+    if np.isfinite(params.noise_db):
+        # Receiver noise with the given RMS relative to the echo of echogenicity 1 at zero depth,
+        # band-limited by the receive filter. Scatterers and noise are independent zero-mean
+        # Gaussians, so one draw with the summed variance makes both.
+        sigma_n = np.float32(10.0 ** (params.noise_db / 20.0))
+        amp = np.sqrt(amp * amp + sigma_n * sigma_n)
+    field = rng.standard_normal((N, W, H * U), dtype=np.float32)
+    field *= amp
+    if lateral and sig_lat >= 0.3:
+        field = ndimage.convolve1d(field, _lateral_kernel(sig_lat), axis=1, mode="constant")
+    return _Stage(field, U, _axial_kernel(sig_ax), float(sig_lat), tgc)
+
+
 def rf_frames(echo: np.ndarray, spacing_mm: tuple[float, float], params: BModeParams = BModeParams(),
               sector: Sector | None = None, rng: np.random.Generator | int | None = 0
               ) -> tuple[np.ndarray, int]:
-    """RF frames on the axially oversampled grid, after noise and TGC.
+    """RF frames on the axially oversampled grid, after noise and TGC (the time-domain reference).
+
+    :func:`bmode` computes the same envelope faster in the frequency domain (and applies TGC to
+    the envelope, which differs only where the gain changes within a pulse length).
 
     Parameters
     ----------
@@ -144,33 +190,46 @@ def rf_frames(echo: np.ndarray, spacing_mm: tuple[float, float], params: BModePa
     U : int
         The axial oversampling factor.
     """
-    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
-    echo = np.asarray(echo, dtype=np.float32)
-    N, H, W = echo.shape
-    dy, dx = spacing_mm
-    U = axial_oversampling(params, dy)
-    sig_ax = max(params.axial_fwhm_mm * _FWHM_TO_SIGMA / dy * U, _MIN_SIGMA_FINE)
-    sig_lat = params.lateral_fwhm_mm * _FWHM_TO_SIGMA / dx
-    k_ax = _axial_kernel(sig_ax)
-    depth_cm = depth_map_mm((H, W), (dy, dx), sector, U).astype(np.float32) / 10.0
-    loss_db = params.attenuation_db_cm_mhz * params.frequency_mhz * 2.0 * depth_cm
-    atten = (10.0 ** (-loss_db / 20.0)).astype(np.float32)
-    tgc = (10.0 ** (params.tgc * loss_db / 20.0)).astype(np.float32)
+    st = _scatter_stage(echo, spacing_mm, params, sector, rng)
+    rf = ndimage.convolve1d(st.field, st.k_ax, axis=2, mode="constant")
+    rf *= st.tgc
+    return np.ascontiguousarray(rf.transpose(0, 2, 1)), st.U
 
-    amp = (np.repeat(echo, U, axis=1) if U > 1 else echo) * atten
-    if np.isfinite(params.noise_db):
-        # Receiver noise, band-limited by the receive filter (the axial pulse), with the given RMS
-        # relative to the echo of echogenicity 1 at zero depth. Scatterers and noise are
-        # independent zero-mean Gaussians, so one draw with the summed variance makes both.
-        sigma_n = np.float32(10.0 ** (params.noise_db / 20.0))
-        amp = np.sqrt(amp * amp + sigma_n * sigma_n)
-    scat = rng.standard_normal((N, H * U, W), dtype=np.float32)
-    scat *= amp
-    rf = ndimage.convolve1d(scat, k_ax, axis=1, mode="constant")
-    if sig_lat >= 0.3:
-        rf = ndimage.convolve1d(rf, _lateral_kernel(sig_lat), axis=2, mode="constant")
-    rf *= tgc
-    return rf, U
+
+def _fast_envelope(st: _Stage, H: int) -> np.ndarray:
+    """Envelope ``(N, W, H)`` at image rows: axial PSF and Hilbert transform in one FFT pass.
+
+    The zero-padded FFT makes the convolution linear (as ``mode="constant"``); folding the analytic
+    spectrum by ``U`` yields exactly every ``U``-th sample from an inverse FFT ``U`` times shorter.
+    """
+    U, k = st.U, st.k_ax
+    n_in = st.field.shape[-1]
+    half = (len(k) - 1) // 2
+    m = sp_fft.next_fast_len(-(-(n_in + half) // U))
+    n = m * U
+    kk = np.zeros(n, dtype=np.float32)
+    kk[: half + 1] = k[half:]
+    kk[n - half:] = k[:half]
+    K = sp_fft.rfft(kk)
+    h = np.full(K.shape, 2.0, dtype=np.float32)
+    h[0] = 1.0
+    if n % 2 == 0:
+        h[-1] = 1.0  # the Nyquist bin
+    off = (U - 1) // 2
+    phase = np.exp(2j * np.pi * np.arange(K.size) * off / n)
+    filt = (K * h * phase).astype(np.complex64)
+    X = sp_fft.rfft(st.field, n=n, axis=-1)
+    X *= filt
+    Z = np.zeros(X.shape[:-1] + (n,), dtype=np.complex64)
+    Z[..., : X.shape[-1]] = X
+    folded = np.ascontiguousarray(Z.reshape(X.shape[:-1] + (U, m)).sum(axis=-2))
+    if st.sig_lat >= 0.3:
+        # The lateral PSF commutes with every axial step; applied here it filters U times fewer
+        # samples (real and imaginary parts as interleaved float32 columns).
+        flat = folded.view(np.float32)
+        folded = ndimage.convolve1d(flat, _lateral_kernel(st.sig_lat), axis=1, mode="constant").view(np.complex64)
+    env = np.abs(sp_fft.ifft(folded, axis=-1)[..., :H]) / np.float32(U)
+    return env.astype(np.float32) * st.tgc[:, off::U][None, :, :H]
 
 
 def _reference_rms(k_ax: np.ndarray, sig_lat: float) -> float:
@@ -263,12 +322,9 @@ def bmode(echo: np.ndarray, spacing_mm: tuple[float, float], params: BModeParams
     dy, dx = (float(v) for v in spacing_mm)
     if not (dy > 0 and dx > 0):
         raise InputError(f"pixel spacing must be positive, got {spacing_mm}")
-    rf, U = rf_frames(e, (dy, dx), params, sector, rng)
-    sig_lat = params.lateral_fwhm_mm * _FWHM_TO_SIGMA / dx
-    ref = _reference_rms(_axial_kernel(max(params.axial_fwhm_mm * _FWHM_TO_SIGMA / dy * U, _MIN_SIGMA_FINE)),
-                         sig_lat)
-    # Envelope on the fine grid, then one sample per image row (the envelope is smooth there).
-    env = envelope(rf, axis=1, step=U, offset=(U - 1) // 2) / np.float32(ref * np.sqrt(2.0))
+    st = _scatter_stage(e, (dy, dx), params, sector, rng, lateral=False)
+    ref = _reference_rms(st.k_ax, st.sig_lat)
+    env = _fast_envelope(st, e.shape[1]).transpose(0, 2, 1) / np.float32(ref * np.sqrt(2.0))
     out = env if return_envelope else log_compress(env, params.dynamic_range_db, 1.0, params.gain_db)
     if sector is not None:
         from sono3d.geometry.sector import sector_mask

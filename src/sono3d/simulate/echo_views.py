@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sono3d.errors import InputError
-from sono3d.geometry.planes import image_to_world_matrix
+from sono3d.geometry.planes import image_to_world_matrix, plane_rigid
 from sono3d.geometry.sector import sector_for_probe, sector_mask
-from sono3d.geometry.transforms import axis_angle_to_matrix, euler_to_matrix
+from sono3d.geometry.transforms import axis_angle_to_matrix, euler_to_matrix, matrix_to_euler
 from sono3d.types import Sector
 
 __all__ = [
@@ -395,7 +395,9 @@ def simulate_views(points_by_phase: list[np.ndarray], landmarks: dict[str, np.nd
     Returns
     -------
     dict with ``labels`` uint8 [P, 6, H, W], ``echo`` float32 [P, 6, H, W], ``poses`` float64
-    [P, 6, 4, 4] (image_to_world), ``probe_mm`` [P, 6, 3], ``opening_deg`` [6], ``depth_mm`` [6],
+    [P, 6, 4, 4] (image_to_world), ``euler_deg`` [P, 6, 3] (``theta_x, theta_y, theta_z`` of the
+    plane's rotation, ``R = Rz Ry Rx``; columns lateral, beam, normal), ``probe_mm`` [P, 6, 3]
+    (sector apex), ``opening_deg`` [6], ``depth_mm`` [6],
     ``spacing_mm`` [6], ``view_names`` [6] str.
     """
     from sono3d.simulate.bmode import pseudo_echo
@@ -419,10 +421,14 @@ def simulate_views(points_by_phase: list[np.ndarray], landmarks: dict[str, np.nd
     for j in range(6):
         echo[:, j] = pseudo_echo(tissue_mask(labels[:, j]).astype(np.uint8), masks[j], opt.blur_sigma_px,
                                  opt.noise_std, rng)
+    poses = np.stack([np.stack([v.image_to_world for v in vs]) for vs in views])
+    rigid = plane_rigid(poses)
+    euler = np.array([[np.rad2deg(matrix_to_euler(r[:3, :3])) for r in ph] for ph in rigid])
     return {
         "labels": labels,
         "echo": echo,
-        "poses": np.stack([np.stack([v.image_to_world for v in vs]) for vs in views]),
+        "poses": poses,
+        "euler_deg": euler,
         "probe_mm": np.stack([np.stack([v.probe_mm for v in vs]) for vs in views]),
         "opening_deg": np.array([v.sector.angle_deg for v in views[0]]),
         "depth_mm": np.array([v.sector.radius_mm[1] for v in views[0]]),

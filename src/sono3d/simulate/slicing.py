@@ -12,10 +12,9 @@ import numpy as np
 from scipy import ndimage
 
 from sono3d.errors import InputError
-from sono3d.geometry.sector import sector_mask
-from sono3d.types import Sector, Volume
+from sono3d.types import Volume
 
-__all__ = ["sample_plane", "sample_planes", "pixel_to_voxel", "frame_sector_mask"]
+__all__ = ["sample_plane", "sample_planes", "pixel_to_voxel"]
 
 # Pixels per map_coordinates call: bounds the (3, n) float64 coordinate buffer to ~100 MB.
 _CHUNK_PIXELS = 4_000_000
@@ -29,12 +28,6 @@ def pixel_to_voxel(volume: Volume, image_to_world: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(M)):
         raise InputError("plane poses contain NaN or infinite values")
     return np.linalg.inv(volume.affine) @ M
-
-
-def frame_sector_mask(sector: Sector | None, shape: tuple[int, int],
-                      spacing_mm: tuple[float, float]) -> np.ndarray | None:
-    """Boolean ``(H, W)`` mask of a frame's sector, or ``None`` (whole frame) without a sector."""
-    return None if sector is None else sector_mask(sector, shape, spacing_mm)
 
 
 def sample_plane(volume: Volume, image_to_world: np.ndarray, shape: tuple[int, int], order: int = 1,

@@ -26,7 +26,7 @@ from sono3d.errors import InputError
 from sono3d.geometry.fan import fan_sweep_in_image, rotate_about, translation_sweep, uniform_angles
 from sono3d.geometry.planes import image_to_world_matrix
 from sono3d.geometry.sector import sector_mask
-from sono3d.geometry.transforms import axis_angle_to_matrix, rigid
+from sono3d.geometry.transforms import rigid
 from sono3d.simulate.bmode import BModeParams, bmode
 from sono3d.simulate.slicing import sample_planes
 from sono3d.types import Sector, Sweep, Volume

@@ -10,6 +10,7 @@ rasterizer (the model is the same: ``V(x) = sum_g sigmoid(o_g) exp(-d^T Sigma^-1
 from __future__ import annotations
 
 import json
+import time
 import math
 import os
 from pathlib import Path
@@ -24,7 +25,8 @@ from sono3d.sweep.gaussians import Gaussians
 from sono3d.sweep.raster import render_slices
 from sono3d.types import Volume
 
-__all__ = ["render_frames", "grid_for_bounds", "sample_volume", "save_slices_png", "write_report"]
+__all__ = ["render_frames", "grid_for_bounds", "sample_volume", "save_slices_png", "write_report",
+           "default_volume_spacing", "reconstruct_to_folder", "render_to_sweep"]
 
 
 def render_frames(gaussians: Gaussians, image_to_world: np.ndarray | torch.Tensor, shape: tuple[int, int],
@@ -171,3 +173,120 @@ def write_report(path: str | os.PathLike[str], report: dict[str, Any]) -> Path:
     with atomic_path(dest) as tmp:
         tmp.write_text(json.dumps(_jsonable(report), indent=2) + "\n")
     return dest
+
+
+def default_volume_spacing(lo: np.ndarray, hi: np.ndarray, spacing_mm: tuple[float, float],
+                           max_side: int = 192) -> float:
+    """The larger pixel spacing, coarsened so the longest side of ``[lo, hi]`` has at most ``max_side`` voxels."""
+    extent = float(np.max(np.asarray(hi) - np.asarray(lo)))
+    return max(max(spacing_mm), extent / (max_side - 1))
+
+
+def reconstruct_to_folder(
+    sweep_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    config: Any = None,
+    truth_path: str | os.PathLike[str] | None = None,
+    plus_config: str | os.PathLike[str] | None = None,
+    spacing_mm: tuple[float, float] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Read a sweep, reconstruct it and write ``gaussians.ply``, ``volume.nii.gz``, ``slices.png``, ``report.json``.
+
+    Parameters
+    ----------
+    sweep_path : path-like
+        Any sweep :func:`sono3d.io.read_sweep` reads.
+    out_dir : path-like
+        Output folder (created). Every file is written atomically; ``report.json`` comes last.
+    config : ReconstructConfig, optional
+        Defaults to the ``fast`` preset.
+    truth_path : path-like, optional
+        Ground-truth volume in the sweep's world frame (adds ``volume`` metrics).
+    plus_config : path-like, optional
+        PLUS configuration: calibration for the reader, and its clip rectangle / fan restrict the
+        pixels the loss and the metrics count.
+    spacing_mm : (dy, dx), optional
+        Pixel spacing for files that store none.
+
+    Returns
+    -------
+    dict
+        The report (also in ``report.json``), with ``outputs`` naming the files.
+    """
+    from sono3d.io import read_sweep, read_volume, write_volume
+    from sono3d.sweep.gaussians import save_ply
+    from sono3d.sweep.init import sweep_bounds
+    from sono3d.sweep.train import PRESETS, reconstruct_sweep
+
+    cfg = config if config is not None else PRESETS["fast"]
+    sweep = read_sweep(sweep_path, plus_config=plus_config, spacing_mm=spacing_mm)
+    truth = read_volume(truth_path) if truth_path is not None else None
+    mask = None
+    if plus_config is not None:
+        from sono3d.sweep.compound import CompoundConfig, clip_mask
+
+        mask = clip_mask(sweep.shape, CompoundConfig.from_plus(plus_config), sweep.sector, sweep.spacing_mm)
+    result = reconstruct_sweep(sweep, cfg, truth=truth, progress=progress, mask=mask)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    lo, hi = sweep_bounds(result.poses, result.frame_mask)
+    vs = cfg.volume_spacing_mm or default_volume_spacing(lo, hi, sweep.spacing_mm)
+    affine, shape = grid_for_bounds(lo, hi, vs)
+    volume = sample_volume(result.gaussians, affine, shape, backend=result.report["backend"], cutoff=cfg.cutoff)
+    volume.array = np.clip(volume.array, 0.0, None).astype(np.float32)
+    files = {
+        "gaussians": save_ply(out / "gaussians.ply", result.gaussians,
+                              comments=(f"sweep {Path(sweep_path).name}", f"poses {cfg.poses}")),
+        "volume": write_volume(out / "volume.nii.gz", volume),
+    }
+    held = np.zeros(sweep.n_frames, dtype=bool)
+    held[result.holdout_index] = True
+    show = np.unique(np.linspace(0, sweep.n_frames - 1, min(12, sweep.n_frames)).round().astype(int))
+    if result.holdout_index.size:  # make sure held-out frames appear in the grid
+        show = np.unique(np.concatenate([show[: max(1, show.size - 4)], result.holdout_index[
+            np.linspace(0, result.holdout_index.size - 1, min(4, result.holdout_index.size)).round().astype(int)]]))
+    files["slices"] = save_slices_png(out / "slices.png", sweep.frames, result.rendered, show, held)
+    report = dict(result.report)
+    report["volume_grid"] = {"shape": list(shape), "spacing_mm": vs, "affine": affine.tolist()}
+    report["timings"] = {**report["timings"], "export": time.perf_counter() - t0}
+    report["outputs"] = {k: str(v) for k, v in files.items()} | {"report": str(out / "report.json")}
+    report["sweep"] = {"path": str(sweep_path), "frames": sweep.n_frames, "shape": list(sweep.shape),
+                       "spacing_mm": list(sweep.spacing_mm)}
+    write_report(out / "report.json", report)
+    return report
+
+
+def render_to_sweep(
+    gaussians_path: str | os.PathLike[str],
+    sweep_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    poses: str = "tracked",
+    span_deg: float = 120.0,
+    fan_axis: str = "lateral",
+    pivot_offset_mm: float = 0.0,
+    backend: str = "auto",
+    plus_config: str | os.PathLike[str] | None = None,
+    spacing_mm: tuple[float, float] | None = None,
+) -> Path:
+    """Render a Gaussians ``.ply`` on the planes of a sweep and write the result as a sweep file.
+
+    The output has the input's poses (as resolved by ``poses``), spacing and sector; its frames
+    are the rendering clipped to [0, 1].
+    """
+    from dataclasses import replace as dc_replace
+
+    from sono3d.io import read_sweep, write_sweep
+    from sono3d.sweep.gaussians import load_ply
+    from sono3d.sweep.poses import resolve_poses
+    from sono3d.sweep.train import choose_backend
+
+    model = load_ply(gaussians_path)
+    sweep = read_sweep(sweep_path, plus_config=plus_config, spacing_mm=spacing_mm)
+    M = resolve_poses(sweep, poses, span_deg, fan_axis, pivot_offset_mm)
+    frames = render_frames(model, M, sweep.shape, backend=choose_backend(backend, "cpu"))
+    meta = {**sweep.meta, "rendered_from": str(gaussians_path), "poses": poses}
+    out = dc_replace(sweep, frames=np.clip(frames, 0.0, 1.0), image_to_world=M, meta=meta)
+    return write_sweep(out_path, out)

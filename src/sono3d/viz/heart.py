@@ -30,26 +30,48 @@ def label_colormap():  # noqa: ANN201 - matplotlib ListedColormap
 
 
 def render_case_3d(meshes: list[Any], poses: np.ndarray | None, size: tuple[int, int] = (520, 520),
-                   view_names: list[str] | None = None, sizes_px: tuple[int, int] | None = None) -> np.ndarray:
-    """An off-screen PyVista render (RGB ``[h, w, 3]`` uint8) of meshes and view planes.
+                   sectors: list[tuple[float, float]] | None = None, sizes_px: tuple[int, int] | None = None,
+                   backend: str = "auto") -> np.ndarray:
+    """An off-screen render (RGB ``[h, w, 3]`` uint8) of meshes and view planes.
 
     ``meshes`` are PolyData with ``elemTag`` (coloured by it); ``poses`` ``[n, 4, 4]`` image-to-world
-    matrices drawn as translucent rectangles of ``sizes_px`` pixels. Falls back to a matplotlib 3D
-    scatter when off-screen rendering is unavailable.
+    matrices, drawn as translucent fans when ``sectors`` gives ``(opening_deg, depth_mm)`` per view
+    (the apex at pixel ``((W-1)/2, 0)``), else as rectangles of ``sizes_px`` pixels. ``backend``:
+    ``"pyvista"``, ``"matplotlib"`` or ``"auto"`` (PyVista off-screen, matplotlib when that fails).
     """
-    try:
-        return _render_pyvista(meshes, poses, size, sizes_px)
-    except Exception:  # noqa: BLE001 - no OpenGL context: draw with matplotlib instead
-        return _render_matplotlib(meshes, poses, size, sizes_px)
+    planes = None
+    if poses is not None:
+        planes = [_plane_outline(np.asarray(M), None if sectors is None else sectors[i], sizes_px)
+                  for i, M in enumerate(poses)]
+    if backend in ("auto", "pyvista"):
+        try:
+            import pyvista as pv
+
+            with pv.vtk_verbosity("off"):  # VTK logs display probing to stderr
+                return _render_pyvista(meshes, planes, size)
+        except Exception:  # noqa: BLE001 - no OpenGL context: draw with matplotlib instead
+            if backend == "pyvista":
+                raise
+    return _render_matplotlib(meshes, planes, size)
 
 
-def _plane_corners(M: np.ndarray, sizes_px: tuple[int, int]) -> np.ndarray:
-    H, W = sizes_px
+def _plane_outline(M: np.ndarray, sector: tuple[float, float] | None, sizes_px: tuple[int, int] | None
+                   ) -> np.ndarray:
+    """World corners ``[k, 3]`` of a view's fan (or of its whole image)."""
+    col = M[:3, 0] / np.linalg.norm(M[:3, 0])
+    row = M[:3, 1] / np.linalg.norm(M[:3, 1])
+    H, W = sizes_px if sizes_px is not None else (2, 2)
+    apex = M[:3, 3] + M[:3, 0] * (W - 1) / 2.0
+    if sector is not None:
+        half = np.deg2rad(sector[0]) / 2
+        th = np.linspace(-half, half, 17)
+        arc = apex + sector[1] * (np.sin(th)[:, None] * col + np.cos(th)[:, None] * row)
+        return np.concatenate([apex[None], arc])
     c = np.array([[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]], dtype=np.float64)
     return c[:, :1] * M[:3, 0] + c[:, 1:] * M[:3, 1] + M[:3, 3]
 
 
-def _render_pyvista(meshes, poses, size, sizes_px) -> np.ndarray:  # noqa: ANN001
+def _render_pyvista(meshes, planes, size) -> np.ndarray:  # noqa: ANN001
     import pyvista as pv
 
     pv.OFF_SCREEN = True
@@ -61,15 +83,15 @@ def _render_pyvista(meshes, poses, size, sizes_px) -> np.ndarray:  # noqa: ANN00
             rgb = np.array([_COLOURS.get(int(t), (200, 200, 200)) for t in tags], dtype=np.uint8)
             mm = m.copy()
             mm.cell_data["rgb"] = rgb
-            pl.add_mesh(mm, scalars="rgb", rgb=True, opacity=0.45)
+            pl.add_mesh(mm, scalars="rgb", rgb=True, opacity=0.6)
         else:
-            pl.add_mesh(m, color="salmon", opacity=0.5)
-    if poses is not None and sizes_px is not None:
-        for M in poses:
-            corners = _plane_corners(np.asarray(M), sizes_px)
-            quad = pv.PolyData(corners, np.array([4, 0, 1, 2, 3]))
-            pl.add_mesh(quad, color="steelblue", opacity=0.25, show_edges=True)
+            pl.add_mesh(m, color="salmon", opacity=0.6)
+    for corners in planes or []:
+        poly = pv.PolyData(corners, np.concatenate([[len(corners)], np.arange(len(corners))]))
+        pl.add_mesh(poly, color="steelblue", opacity=0.2, show_edges=True, edge_color="navy")
     pl.view_isometric()
+    pl.reset_camera(bounds=meshes[0].bounds)
+    pl.camera.zoom(1.4)
     img = pl.screenshot(return_img=True)
     pl.close()
     if img is None or img.size == 0 or float(np.std(img)) == 0.0:
@@ -77,7 +99,7 @@ def _render_pyvista(meshes, poses, size, sizes_px) -> np.ndarray:  # noqa: ANN00
     return np.asarray(img)[..., :3]
 
 
-def _render_matplotlib(meshes, poses, size, sizes_px) -> np.ndarray:  # noqa: ANN001
+def _render_matplotlib(meshes, planes, size) -> np.ndarray:  # noqa: ANN001
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -92,9 +114,13 @@ def _render_matplotlib(meshes, poses, size, sizes_px) -> np.ndarray:  # noqa: AN
         col = np.array([_COLOURS.get(int(t), (200, 200, 200)) for t in tags]) / 255.0
         step = max(1, len(pts) // 4000)
         ax.scatter(*pts[::step].T, s=1, c=col[::step])
-    if poses is not None and sizes_px is not None:
-        quads = [_plane_corners(np.asarray(M), sizes_px) for M in poses]
-        ax.add_collection3d(Poly3DCollection(quads, alpha=0.15, facecolor="steelblue", edgecolor="k"))
+    if planes:
+        ax.add_collection3d(Poly3DCollection(planes, alpha=0.12, facecolor="steelblue", edgecolor="navy"))
+    lo, hi = np.asarray(meshes[0].bounds).reshape(3, 2).T
+    c, r = (lo + hi) / 2, (hi - lo).max() * 0.7
+    ax.set_xlim(c[0] - r, c[0] + r)
+    ax.set_ylim(c[1] - r, c[1] + r)
+    ax.set_zlim(c[2] - r, c[2] + r)
     ax.set_xlabel("x (R)")
     ax.set_ylabel("y (A)")
     ax.set_zlabel("z (S)")
@@ -120,30 +146,32 @@ def show_case_figure(case: Any, path: str | Path, render_3d: bool = True) -> Pat
     cmap = label_colormap()
     names = [str(n) for n in views["view_names"]]
     n_ph = views["labels"].shape[0]
-    cols = len(names) + (1 if render_3d else 0)
-    fig, axes = plt.subplots(2 * n_ph, cols, figsize=(2.3 * cols, 2.3 * 2 * n_ph), squeeze=False)
+    n_v = len(names)
+    extra_cols = 3 if render_3d else 0
+    fig = plt.figure(figsize=(2.2 * (n_v + extra_cols), 2.3 * 2 * n_ph))
+    gs = fig.add_gridspec(2 * n_ph, n_v + extra_cols)
     phases = ["ED", "ES"][:n_ph]
     for p in range(n_ph):
         for j, name in enumerate(names):
-            a = axes[2 * p, j]
+            a = fig.add_subplot(gs[2 * p, j])
             a.imshow(views["labels"][p, j], cmap=cmap, vmin=0, vmax=31, interpolation="nearest")
             a.set_title(f"{name} {phases[p]} labels", fontsize=8)
-            b = axes[2 * p + 1, j]
+            b = fig.add_subplot(gs[2 * p + 1, j])
             b.imshow(views["echo"][p, j], cmap="gray", vmin=0, vmax=1)
             b.set_title(f"{name} {phases[p]} pseudo-echo", fontsize=8)
-    for a in axes.ravel():
-        a.set_xticks([])
-        a.set_yticks([])
+            for ax in (a, b):
+                ax.set_xticks([])
+                ax.set_yticks([])
     if render_3d:
-        gs = axes[0, -1].get_gridspec()
-        for a in axes[:, -1]:
-            a.remove()
-        ax3 = fig.add_subplot(gs[:, -1])
+        ax3 = fig.add_subplot(gs[:, n_v:])
         H, W = views["labels"].shape[-2:]
-        img = render_case_3d([case.ed], views["poses"][0], sizes_px=(H, W))
+        sectors = None
+        if "opening_deg" in views and "depth_mm" in views:
+            sectors = list(zip(views["opening_deg"].tolist(), views["depth_mm"].tolist()))
+        img = render_case_3d([case.ed], views["poses"][0], size=(700, 700), sectors=sectors, sizes_px=(H, W))
         ax3.imshow(img)
         ax3.set_axis_off()
-        ax3.set_title("ED mesh and view planes", fontsize=8)
+        ax3.set_title("ED surfaces and the six view sectors", fontsize=9)
     extra = ""
     if case.params:
         p = case.params

@@ -1,0 +1,96 @@
+"""``sono3d sweep reconstruct`` and ``sono3d sweep render``: the Gaussian sweep engine on files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sono3d.errors import InputError
+
+
+def _spacing(value: Optional[float]) -> Optional[tuple[float, float]]:
+    if value is None:
+        return None
+    if not value > 0:
+        raise InputError(f"--spacing must be a positive number of mm, got {value}")
+    return (float(value), float(value))
+
+
+def reconstruct(
+    sweep: Path = typer.Argument(..., help="Sweep file (.seq.nrrd, .igs.mha, DICOM, video, image folder)."),
+    out_dir: Path = typer.Argument(..., help="Output folder for gaussians.ply, volume.nii.gz, slices.png, report.json."),
+    preset: str = typer.Option("fast", "--preset", help="Configuration preset: paper, fast or small."),
+    poses: Optional[str] = typer.Option(None, "--poses", help="tracked (from the file) or fan (sensorless prior)."),
+    span: Optional[float] = typer.Option(None, "--span", help="Fan prior: total sweep angle in degrees (default 120)."),
+    fan_axis: Optional[str] = typer.Option(None, "--fan-axis", help="Fan prior: lateral (tilt) or axial (spin)."),
+    pivot_offset: Optional[float] = typer.Option(None, "--pivot-offset",
+                                                 help="Fan prior: pivot distance above the probe face, mm."),
+    spacing: Optional[float] = typer.Option(None, "--spacing", help="Pixel spacing in mm when the file has none."),
+    gaussians_per_slice: Optional[int] = typer.Option(None, "--gaussians-per-slice", help="Initial Gaussians per slice."),
+    init: Optional[str] = typer.Option(None, "--init", help="on-slice or uniform initialisation."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Frames per optimisation step."),
+    holdout: Optional[int] = typer.Option(None, "--holdout", help="Hold out every k-th frame (0: none)."),
+    density_control: Optional[bool] = typer.Option(None, "--density-control/--no-density-control",
+                                                   help="Prune and reinsert inactive Gaussians."),
+    refine_poses: Optional[bool] = typer.Option(None, "--refine-poses/--no-refine-poses",
+                                                help="Learn a smooth per-frame pose correction."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Rasterizer (auto: the fastest available)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),
+    truth: Optional[Path] = typer.Option(None, "--truth", help="Ground-truth volume for volume metrics."),
+    plus_config: Optional[Path] = typer.Option(None, "--plus-config", help="PLUS configuration XML."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Reconstruct a 3D volume from a sweep with 3D Gaussians (slices to structures)."""
+    from sono3d.sweep.export import reconstruct_to_folder
+    from sono3d.sweep.train import ReconstructConfig
+
+    config = ReconstructConfig.from_preset(
+        preset, poses=poses, span_deg=span, fan_axis=fan_axis, pivot_offset_mm=pivot_offset,
+        gaussians_per_slice=gaussians_per_slice, init=init, epochs=epochs, batch=batch, holdout=holdout,
+        density_control=density_control, refine_poses=refine_poses, backend=backend, device=device, seed=seed,
+    )
+    report = reconstruct_to_folder(sweep, out_dir, config, truth_path=truth, plus_config=plus_config,
+                                   spacing_mm=_spacing(spacing), progress=not quiet)
+    tr, ho = report["train"], report["holdout"]
+
+    def fmt(m: dict) -> str:
+        return " ".join(f"{k}={m[k]:.4g}" if m[k] is not None else f"{k}=n/a" for k in ("l1", "ssim", "psnr", "ncc"))
+
+    typer.echo(f"train ({tr['frames']} frames): {fmt(tr)}")
+    if ho["frames"]:
+        typer.echo(f"held out ({ho['frames']} frames): {fmt(ho)}")
+    if "volume" in report:
+        v = report["volume"]
+        typer.echo(f"volume: psnr={v['psnr']:.4g} ncc={v['ncc']:.4g} dice={v['dice']:.4g}")
+    typer.echo(f"{report['gaussians']} Gaussians, {report['epochs']} epochs, {report['seconds']:.1f} s "
+               f"({report['backend']}); wrote {out_dir}")
+
+
+def render(
+    gaussians: Path = typer.Argument(..., help="Gaussians .ply written by 'sweep reconstruct'."),
+    sweep: Path = typer.Argument(..., help="Sweep whose planes to render on."),
+    out: Path = typer.Argument(..., help="Output sweep file (.seq.nrrd or .igs.mha)."),
+    poses: str = typer.Option("tracked", "--poses", help="tracked or fan (as used to reconstruct)."),
+    span: float = typer.Option(120.0, "--span", help="Fan prior: total sweep angle in degrees."),
+    fan_axis: str = typer.Option("lateral", "--fan-axis", help="Fan prior: lateral or axial."),
+    pivot_offset: float = typer.Option(0.0, "--pivot-offset", help="Fan prior: pivot offset, mm."),
+    spacing: Optional[float] = typer.Option(None, "--spacing", help="Pixel spacing in mm when the file has none."),
+    backend: str = typer.Option("auto", "--backend", help="Rasterizer."),
+    plus_config: Optional[Path] = typer.Option(None, "--plus-config", help="PLUS configuration XML."),
+) -> None:
+    """Render Gaussians on the planes of a sweep into a new sweep file."""
+    from sono3d.sweep.export import render_to_sweep
+
+    path = render_to_sweep(gaussians, sweep, out, poses=poses, span_deg=span, fan_axis=fan_axis,
+                           pivot_offset_mm=pivot_offset, backend=backend, plus_config=plus_config,
+                           spacing_mm=_spacing(spacing))
+    typer.echo(f"wrote {path}")
+
+
+def add_commands(sweep_app: typer.Typer) -> None:
+    sweep_app.command("reconstruct")(reconstruct)
+    sweep_app.command("render")(render)

@@ -1,0 +1,398 @@
+"""Training of S2MNet and of the voxel baseline, with exact resume.
+
+``train(cohort_dir, run_dir, model_kind, config, seed, resume, device)`` writes into ``run_dir``:
+
+* ``split.json``: the 80/10/10 split by case (from ``seed``);
+* ``checkpoint.pt``: after every epoch, atomically: model, optimizer, LR schedule, epoch, the
+  training and network configs, the model's kind and geometry, the template mesh (tensors only, so
+  ``torch.load(weights_only=True)`` reads it) and the loss history;
+* ``train_log.json``: the history, human-readable.
+
+Determinism: every draw depends on ``seed`` and the epoch only: the weights' initialisation
+(``torch.manual_seed(seed)``), the order of the samples (``torch.Generator`` seeded with
+``(seed, epoch)``) and the augmentation (``default_rng([seed, epoch, index])``). Nothing random is
+carried from one epoch to the next except the weights and the optimizer, which the checkpoint holds,
+so a run resumed from epoch ``k`` reproduces the uninterrupted run (on the same machine and thread
+count).
+
+Losses: ``s2mnet``: mean squared vertex-displacement error in mm² (over vertices and x, y, z), plus
+``chamfer_weight`` times a symmetric squared Chamfer term (mm²) between predicted and target
+vertices (a random subset of ``chamfer_points``). ``voxel``: binary cross-entropy of the occupancy
+logits (heart and LV-cavity channels).
+
+Distributed training (untested at scale): when started by ``torchrun`` (``RANK`` and
+``WORLD_SIZE`` set, world size > 1) the process group is initialised (``gloo`` on the CPU, ``nccl``
+on CUDA), the model is wrapped in ``DistributedDataParallel``, each rank takes every
+``world_size``-th sample of the epoch's permutation (a ``DistributedSampler`` with a fixed seed
+would do the same) and only rank 0 writes files. It has been run with one process only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sono3d.errors import InputError
+
+__all__ = ["TrainConfig", "train", "CHECKPOINT", "CHECKPOINT_FORMAT", "template_record"]
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "sono3d-s2mnet-run-1"
+
+
+@dataclass
+class TrainConfig:
+    """Training options; ``preset("small")`` for two CPU cores, ``preset("paper")`` for a GPU.
+
+    Attributes
+    ----------
+    net : str
+        :class:`sono3d.heart.s2mnet.NetConfig` preset (``tiny``, ``small``, ``paper``).
+    epochs, batch_size : int
+    lr, weight_decay : float
+        AdamW; the learning rate follows a linear warm-up over ``warmup_epochs`` then a cosine decay
+        to ``lr * final_lr_ratio``.
+    chamfer_weight : float
+        Weight of the Chamfer term (s2mnet); 0 turns it off.
+    chamfer_points : int
+        Vertices drawn per sample for the Chamfer term.
+    augment : bool
+        Intensity gain/gamma/noise and 1-pixel in-plane shifts on the training views.
+    workers : int
+        DataLoader worker processes (0: in this process).
+    targets : str
+        ``auto``, ``deformation`` or ``identity`` (see :mod:`sono3d.heart.data`).
+    max_cases : int or None
+        Use only the first ``max_cases`` cases of the cohort (sorted ids) before splitting.
+    """
+
+    net: str = "small"
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+    final_lr_ratio: float = 0.02
+    chamfer_weight: float = 0.0
+    chamfer_points: int = 1024
+    augment: bool = True
+    workers: int = 0
+    targets: str = "auto"
+    max_cases: int | None = None
+
+    @classmethod
+    def preset(cls, name: str) -> "TrainConfig":
+        presets = {
+            "small": cls(),
+            "paper": cls(net="paper", epochs=200, batch_size=32, lr=1e-3, warmup_epochs=5, chamfer_weight=0.1,
+                         workers=8),
+            "tiny": cls(net="tiny", epochs=4, batch_size=4, lr=3e-3, warmup_epochs=0, augment=False),
+        }
+        if name not in presets:
+            raise InputError(f"unknown training config '{name}' (known: {', '.join(presets)})")
+        return presets[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InputError(f"{name} must be a positive integer, got {v}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InputError(f"lr must be positive, got {self.lr}")
+        if self.workers < 0:
+            raise InputError(f"workers must be >= 0, got {self.workers}")
+
+
+def _dist_info() -> tuple[int, int]:
+    try:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        return 0, 1
+
+
+def template_record(mesh: Any, points: np.ndarray) -> dict[str, Any]:
+    """The template as tensors: points ``[V, 3]``, faces ``[F, 3]``, labels, LV cavity faces."""
+    import torch
+
+    from sono3d.geometry.mesh import triangles
+
+    rec: dict[str, Any] = {
+        "points": torch.as_tensor(np.asarray(points, dtype=np.float32)),
+        "faces": torch.as_tensor(triangles(mesh).astype(np.int64)),
+    }
+    for name in ("elemTag", "part"):
+        if name in mesh.cell_data:
+            rec[f"cell_{name}"] = torch.as_tensor(np.asarray(mesh.cell_data[name]).astype(np.int64))
+        if name in mesh.point_data:
+            rec[f"point_{name}"] = torch.as_tensor(np.asarray(mesh.point_data[name]).astype(np.int64))
+    if "lv_endocardium" in mesh.point_data:
+        rec["point_lv_endocardium"] = torch.as_tensor(np.asarray(mesh.point_data["lv_endocardium"]).astype(np.int64))
+    if "lv_cavity_faces" in mesh.field_data:
+        rec["lv_cavity_faces"] = torch.as_tensor(np.asarray(mesh.field_data["lv_cavity_faces"]).astype(np.int64).reshape(-1, 3))
+    return rec
+
+
+def _lr_factor(config: TrainConfig, steps_per_epoch: int):  # noqa: ANN202
+    total = max(1, config.epochs * steps_per_epoch)
+    warm = config.warmup_epochs * steps_per_epoch
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return config.final_lr_ratio + (1 - config.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return f
+
+
+def _chamfer_sq(a: Any, b: Any) -> Any:
+    """Symmetric squared Chamfer distance (mm²) between batched point sets ``[B, N, 3]``."""
+    import torch
+
+    d = torch.cdist(a, b)  # [B, N, N]
+    return 0.5 * (d.min(2).values.pow(2).mean() + d.min(1).values.pow(2).mean())
+
+
+def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], model_kind: str = "s2mnet",
+          config: TrainConfig | None = None, seed: int = 0, resume: bool = False, device: str = "cpu",
+          progress: bool = False, stop_after_epoch: int | None = None) -> dict[str, Any]:
+    """Train ``model_kind`` (``s2mnet`` or ``voxel``) on a cohort; see the module notes.
+
+    Parameters
+    ----------
+    stop_after_epoch : int, optional
+        Stop (after checkpointing) once this epoch (1-based) is done, as an interruption would.
+
+    Returns
+    -------
+    dict with ``run_dir``, ``kind``, ``epochs_done``, ``history`` (per epoch: ``train_loss``,
+    ``val_loss``, ``seconds``, ``lr``), ``seconds_per_epoch``, ``n_train``, ``n_val``, ``n_test``.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from sono3d.heart.cohort import case_ids
+    from sono3d.heart.data import (Augment, HeartViewsDataset, load_cohort_arrays, read_split, split_cases,
+                                   voxel_box, write_split)
+    from sono3d.heart.evaluate import occupancy, surface_components
+    from sono3d.heart.s2mnet import MODEL_KINDS, NetConfig, build_model
+    from sono3d.io.atomic import atomic_path
+
+    if model_kind not in MODEL_KINDS:
+        raise InputError(f"unknown model '{model_kind}' (known: {', '.join(MODEL_KINDS)})")
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise InputError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but no CUDA GPU is available")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"the seed must be a non-negative integer, got {seed}")
+    run = Path(run_dir)
+    ckpt_path = run / CHECKPOINT
+    state = None
+    if ckpt_path.is_file():
+        if not resume:
+            raise InputError(f"{run} already holds a training run; use --resume to continue it or another folder")
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise InputError(f"{ckpt_path}: not a sono3d S2MNet checkpoint")
+        if state["kind"] != model_kind:
+            raise InputError(f"{run} holds a '{state['kind']}' run, not '{model_kind}'")
+        epochs = config.epochs if config is not None else None
+        config = TrainConfig(**state["train"])
+        if epochs is not None:
+            config = replace(config, epochs=epochs)
+        seed = int(state["seed"])
+    elif resume:
+        raise InputError(f"{run}: no checkpoint to resume from")
+    config = config or TrainConfig.preset("small")
+    net = NetConfig(**state["net"]) if state is not None else NetConfig.preset(config.net)
+
+    rank, world = _dist_info()
+    distributed = world > 1
+    if distributed:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
+        if str(device).startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    dev = torch.device(device)
+
+    ids = case_ids(cohort_dir)
+    if not ids:
+        raise InputError(f"{cohort_dir}: no cases (not a generated heart cohort?)")
+    if config.max_cases is not None:
+        ids = ids[: config.max_cases]
+    if state is not None:
+        split = read_split(run)
+    else:
+        split = split_cases(ids, seed)
+        if not split["train"]:
+            raise InputError(f"{cohort_dir}: too few cases to train ({len(ids)})")
+        if rank == 0:
+            run.mkdir(parents=True, exist_ok=True)
+            write_split(run, split, seed)
+    train_arr = load_cohort_arrays(cohort_dir, split["train"], net.image_size, config.targets)
+    val_arr = load_cohort_arrays(cohort_dir, split["val"], net.image_size, train_arr.source) if split["val"] else None
+
+    torch.manual_seed(seed)
+    if state is not None:
+        tpl_pts = state["template"]["points"].numpy()
+        extra = state["extra"]
+    else:
+        tpl_pts = train_arr.points.reshape(-1, *train_arr.points.shape[2:]).mean(0)
+        disp = train_arr.points - tpl_pts
+        extra = {"displacement_scale_mm": float(max(1.0, disp.std())), "targets": train_arr.source}
+        if model_kind == "voxel":
+            c, h = voxel_box(train_arr.points, pad_mm=4.0)
+            extra.update({"box_centre": torch.as_tensor(c, dtype=torch.float32),
+                          "box_half": torch.as_tensor(h, dtype=torch.float32)})
+    if model_kind == "s2mnet":
+        model = build_model("s2mnet", net, template_points=torch.as_tensor(tpl_pts),
+                            displacement_scale_mm=float(extra["displacement_scale_mm"]))
+    else:
+        model = build_model("voxel", net, box_centre=extra["box_centre"], box_half=extra["box_half"])
+    template = state["template"] if state is not None else template_record(train_arr.template_mesh, tpl_pts)
+
+    def voxel_targets(arr: Any) -> np.ndarray:
+        faces = template["faces"].numpy()
+        comp = surface_components(faces, len(tpl_pts))
+        cav = template.get("lv_cavity_faces")
+        cav = None if cav is None else cav.numpy()
+        c = extra["box_centre"].numpy().astype(np.float64)
+        h = extra["box_half"].numpy().astype(np.float64)
+        R = net.voxel_size
+        out = np.zeros((len(arr.ids), 2, 2, R, R, R), dtype=bool)
+        for i in range(len(arr.ids)):
+            for p in range(2):
+                heart, lv = occupancy(arr.points[i, p], faces, c - h, c + h, R, comp, cav)
+                out[i, p, 0] = heart
+                if lv is not None:
+                    out[i, p, 1] = lv
+        return out
+
+    occ_train = voxel_targets(train_arr) if model_kind == "voxel" else None
+    occ_val = voxel_targets(val_arr) if model_kind == "voxel" and val_arr is not None else None
+    aug = Augment(enabled=config.augment)
+    ds_train = HeartViewsDataset(train_arr, model_kind, tpl_pts, occ_train, aug, seed)
+    ds_val = HeartViewsDataset(val_arr, model_kind, tpl_pts, occ_val, None, seed) if val_arr is not None else None
+
+    model.to(dev)
+    if state is not None:
+        model.load_state_dict(state["model"])
+    ddp_model = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp_model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    n_train = len(ds_train)
+    per_rank = math.ceil(n_train / world)
+    steps_per_epoch = max(1, math.ceil(per_rank / config.batch_size))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(config, steps_per_epoch))
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"])
+        torch.set_rng_state(state["rng"]["torch"])
+
+    bce = torch.nn.BCEWithLogitsLoss()
+
+    def loss_of(pred: Any, y: Any, gen: Any | None) -> Any:
+        if model_kind == "voxel":
+            return bce(pred, y)
+        loss = torch.mean((pred - y) ** 2)
+        if config.chamfer_weight > 0:
+            tp = model.template[None]
+            k = min(config.chamfer_points, tp.shape[1])
+            idx = torch.randperm(tp.shape[1], generator=gen)[:k].to(pred.device) if gen is not None else torch.arange(k)
+            loss = loss + config.chamfer_weight * _chamfer_sq((tp + pred)[:, idx], (tp + y)[:, idx])
+        return loss
+
+    def loader(ds: Any, order: list[int], shuffle_workers: int) -> Any:
+        from torch.utils.data import Subset
+
+        return DataLoader(Subset(ds, order), batch_size=config.batch_size, shuffle=False,
+                          num_workers=shuffle_workers, persistent_workers=False)
+
+    t_start = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        ds_train.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(seed * 100003 + epoch)
+        perm = torch.randperm(n_train, generator=gen).tolist()
+        mine = perm[rank::world]
+        model.train()
+        total, count = 0.0, 0
+        it = loader(ds_train, mine, config.workers)
+        if progress and rank == 0:
+            from tqdm import tqdm
+
+            it = tqdm(it, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
+        for x, y in it:
+            x, y = x.to(dev), y.to(dev)
+            pred = ddp_model(x)
+            loss = loss_of(pred, y, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(x)
+            count += len(x)
+        val = None
+        if ds_val is not None and rank == 0:
+            model.eval()
+            vt, vc = 0.0, 0
+            with torch.no_grad():
+                for x, y in loader(ds_val, list(range(len(ds_val))), 0):
+                    x, y = x.to(dev), y.to(dev)
+                    vt += float(loss_of(model(x), y, None)) * len(x) if model_kind == "voxel" else \
+                        float(torch.mean((model(x) - y) ** 2)) * len(x)
+                    vc += len(x)
+            val = vt / max(vc, 1)
+        rec = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "val_loss": val,
+               "lr": float(opt.param_groups[0]["lr"]), "seconds": time.perf_counter() - t0}
+        history.append(rec)
+        if rank == 0:
+            ckpt = {
+                "format": CHECKPOINT_FORMAT, "kind": model_kind, "epoch": epoch + 1, "seed": int(seed),
+                "net": net.to_dict(), "train": config.to_dict(), "extra": extra, "template": template,
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "rng": {"torch": torch.get_rng_state()}, "history": history,
+            }
+            with atomic_path(ckpt_path) as tmp:
+                torch.save(ckpt, tmp)
+            with atomic_path(run / "train_log.json") as tmp:
+                tmp.write_text(json.dumps({"kind": model_kind, "seed": seed, "train": config.to_dict(),
+                                           "net": net.to_dict(), "history": history}, indent=1) + "\n",
+                               encoding="utf-8")
+            if progress:
+                import sys
+
+                print(f"epoch {epoch + 1}/{config.epochs}: train {rec['train_loss']:.4g} val "
+                      f"{val if val is None else f'{val:.4g}'} ({rec['seconds']:.1f} s)", file=sys.stderr, flush=True)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            break
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+    done = history[-1]["epoch"] if history else 0
+    return {"run_dir": str(run), "kind": model_kind, "epochs_done": done, "history": history,
+            "seconds": time.perf_counter() - t_start,
+            "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])) if history else None,
+            "n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
+            "targets": extra.get("targets", train_arr.source)}
