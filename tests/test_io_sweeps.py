@@ -127,13 +127,16 @@ def test_plus_chain_and_calibration_spacing(tmp_path, rng):
 def test_plus_without_calibration_has_no_poses_then_finds_config_beside(tmp_path, rng):
     frames = rng.integers(0, 256, size=(3, 8, 6), dtype=np.uint8)
     _, _, per = _tracked(rng)
-    seq = _plus_file(tmp_path / "a.igs.mha", frames, per)
+    seq = _plus_file(tmp_path / "Liver.igs.mha", frames, per)
     bare = read_sweep(seq)
     assert not bare.has_poses and bare.meta["spacing_source"] == "assumed"
     assert read_sweep(seq, spacing_mm=(0.4, 0.4)).spacing_mm == (0.4, 0.4)
-    _config(tmp_path / "PlusDeviceSet_test.xml")
+    # Another recording's calibration in the same folder is never applied silently.
+    _config(tmp_path / "PlusDeviceSet_Kidney.xml")
+    assert not read_sweep(seq).has_poses
+    _config(tmp_path / "PlusDeviceSet_LiverReconstruction.xml")
     found = read_sweep(seq)
-    assert found.has_poses and found.meta["plus_config"].endswith("PlusDeviceSet_test.xml")
+    assert found.has_poses and found.meta["plus_config"].endswith("PlusDeviceSet_LiverReconstruction.xml")
 
 
 def test_plus_invalid_frames_are_dropped(tmp_path, rng):

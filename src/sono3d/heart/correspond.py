@@ -54,6 +54,17 @@ __all__ = [
     "mesh_points_labels_weights",
     "correspond_meshes",
     "template_hash",
+    "blood_pool_template",
+    "SUBLABEL_ARRAYS",
+    "shared_sublabel_arrays",
+    "vertex_areas",
+    "deformed_lv_cavity",
+    "deformation_quality",
+    "Template",
+    "load_template",
+    "correspond_case",
+    "correspond_cohort",
+    "write_histogram",
 ]
 
 _GLOBAL_KINDS = ("affine", "similarity", "rigid", "translation", "none")
@@ -71,11 +82,16 @@ class CorrespondOptions:
         Marginal relaxation τ (ρ = τ²): points farther than a few τ from any counterpart lose
         their mass instead of pulling the match. ``None`` is balanced OT.
     coarse_blur_mm : float
-        Blur of the first global step; the global steps halve it.
+        Blur of the first global step.
     global_transform : str
         ``"affine"``, ``"similarity"``, ``"rigid"``, ``"translation"`` or ``"none"``.
     global_steps : int
-        Number of match-and-fit steps of the global transform.
+        Number of match-and-fit steps of the global transform (blur halving from
+        ``coarse_blur_mm``, not below ``global_min_blur_mm``).
+    global_min_blur_mm : float
+        Smallest blur of the global steps.
+    global_points : int
+        The global steps use a random subset of about this many points of each set.
     levels : int
         Non-rigid match-and-smooth levels, blur geometric from ``nonrigid_blur_mm`` to ``blur_mm``.
     nonrigid_blur_mm : float
@@ -106,7 +122,9 @@ class CorrespondOptions:
     reach_mm: float | None = 20.0
     coarse_blur_mm: float = 16.0
     global_transform: str = "affine"
-    global_steps: int = 3
+    global_steps: int = 4
+    global_min_blur_mm: float = 2.0
+    global_points: int = 1500
     levels: int = 5
     nonrigid_blur_mm: float = 8.0
     spline_factor: float = 1.5
@@ -506,15 +524,43 @@ def _apply(T: np.ndarray, p: np.ndarray) -> np.ndarray:
 # Correspondence
 # ----------------------------------------------------------------------------------------------
 
-def _label_weighted_centroid(p, labels, w, keep):  # noqa: ANN001, ANN202
-    """Mean over labels (in ``keep``) of each label's weighted centroid: robust to a target that
-    holds extra structures, and to labels of very different sizes."""
-    cs = []
+def _subsample(labels: np.ndarray, n_max: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of a random subset of about ``n_max`` points, each label keeping its share (and at
+    least 32 points, or all it has)."""
+    n = len(labels)
+    if n <= n_max:
+        return np.arange(n)
+    out = []
+    for lab in np.unique(labels):
+        i = np.flatnonzero(labels == lab)
+        k = min(len(i), max(32, int(round(n_max * len(i) / n))))
+        out.append(np.sort(rng.choice(i, size=k, replace=False)))
+    return np.concatenate(out)
+
+
+def _label_centroids(p, labels, w, keep):  # noqa: ANN001, ANN202
+    """Weighted centroid and total mass of each label in ``keep``."""
+    cs, ms = [], []
     for lab in keep:
         i = np.flatnonzero(labels == lab)
-        ww = w[i] / w[i].sum() if w[i].sum() > 0 else np.full(len(i), 1.0 / len(i))
-        cs.append(ww @ p[i])
-    return np.mean(cs, axis=0)
+        m = w[i].sum()
+        cs.append((w[i] @ p[i]) / m if m > 0 else p[i].mean(axis=0))
+        ms.append(m if m > 0 else 1.0)
+    return np.asarray(cs), np.asarray(ms)
+
+
+def _initial_transform(P, lx, a, Q, ly, b, shared):  # noqa: ANN001, ANN202
+    """Start of the global fit: a similarity transform between the labels' centroids when at least
+    three labels are shared (it finds the heart's orientation whatever the two frames are), else
+    the translation between the mean label centroids (robust to one label much larger)."""
+    cp, mp = _label_centroids(P, lx, a, shared)
+    cq, mq = _label_centroids(Q, ly, b, shared)
+    w = np.sqrt(mp / mp.sum() * mq / mq.sum())
+    if len(shared) >= 3 and np.linalg.matrix_rank(cp - cp.mean(axis=0), tol=1e-6 * np.ptp(cp) + 1e-12) >= 2:
+        return fit_global(cp, cq, w, "similarity")
+    T = np.eye(4)
+    T[:3, 3] = cq.mean(axis=0) - cp.mean(axis=0)
+    return T
 
 
 def correspond_points(
@@ -560,27 +606,30 @@ def correspond_points(
     if len(shared) == 0:
         raise InputError("template and target share no label, so nothing can be matched")
 
-    history = []
-    # Global part: start from matched label centroids, then match-and-fit at coarse blurs on
-    # grid-pooled copies of both sets (dense geomloss: the plan is not yet local).
+    history: list = []
+    # Global part: start from the label centroids, then match-and-fit with a halving blur on
+    # random subsets of both sets (dense geomloss, one solve per label). The blur must end small:
+    # an entropic barycentric map contracts the target by about blur²/radius, and a transform
+    # fitted to it would shrink the template.
     T = np.eye(4)
     if opt.global_transform != "none" and opt.global_steps > 0:
-        T[:3, 3] = _label_weighted_centroid(Q, ly, b, shared) - _label_weighted_centroid(P0, lx, a, shared)
-        cell = opt.coarse_blur_mm / 2.0
-        pc, pl, pm, _ = grid_reduce(P0, lx, a, cell)
-        qc, ql, qm, _ = grid_reduce(Q, ly, b, cell)
+        T = _initial_transform(P0, lx, a, Q, ly, b, shared)
+        rng = np.random.default_rng(0)
+        ip = _subsample(lx, opt.global_points, rng)
+        iq = _subsample(ly, opt.global_points, rng)
         for k in range(opt.global_steps):
-            blur = opt.coarse_blur_mm / 2.0 ** k
-            m = ot_match(_apply(T, pc), qc, pm, qm, blur=blur, reach=opt.reach_mm, labels_x=pl,
-                         labels_y=ql, scaling=opt.scaling, polish_iters=opt.polish_iters)
-            T = fit_global(pc, m.target, m.confidence * pm, opt.global_transform)
-            history.append(("global", float(blur), len(pc), len(qc), time.perf_counter() - t0))
+            blur = max(opt.coarse_blur_mm / 2.0 ** k, opt.global_min_blur_mm)
+            m = ot_match(_apply(T, P0[ip]), Q[iq], a[ip], b[iq], blur=blur, reach=opt.reach_mm,
+                         labels_x=lx[ip], labels_y=ly[iq], scaling=opt.scaling, polish_iters=opt.polish_iters)
+            T = fit_global(P0[ip], m.target, m.confidence * a[ip], opt.global_transform)
+            history.append(("global", float(blur), len(ip), len(iq), time.perf_counter() - t0))
     base = _apply(T, P0)
 
     # Non-rigid part: match the current shape (kernel-truncated Sinkhorn, both sets pooled on a
     # grid of half the blur), smooth the residual with the spline, accumulate.
     u = np.zeros_like(P0)
-    blurs = list(np.geomspace(opt.nonrigid_blur_mm, opt.blur_mm, opt.levels)) if opt.levels else []
+    first = max(opt.nonrigid_blur_mm, opt.blur_mm)
+    blurs = list(np.geomspace(first, opt.blur_mm, opt.levels)) if opt.levels else []
     blurs += [opt.blur_mm] * opt.final_iters
     conf = np.ones(len(P0))
     for blur in blurs:
@@ -637,12 +686,25 @@ def vertex_areas(points: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return out
 
 
+# Point arrays of the synthetic cohort that split a label into surfaces that must not mix: the
+# inner and outer walls of a shell (``part``), the LV endocardium and epicardium (``lv_endocardium``).
+SUBLABEL_ARRAYS = ("part", "lv_endocardium")
+
+
+def shared_sublabel_arrays(*meshes) -> tuple[str, ...]:  # noqa: ANN002
+    """The :data:`SUBLABEL_ARRAYS` that every mesh carries as point data."""
+    return tuple(n for n in SUBLABEL_ARRAYS if all(n in m.point_data for m in meshes))
+
+
 def mesh_points_labels_weights(mesh, weights: str = "area", label_name: str = "elemTag",  # noqa: ANN001
-                               require_labels: bool = True, what: str = "mesh"):  # noqa: ANN201
+                               require_labels: bool = True, what: str = "mesh",
+                               sublabels: tuple[str, ...] = ()):  # noqa: ANN201
     """Vertices ``[V, 3]``, point labels ``[V]`` and point masses ``[V]`` of a surface mesh.
 
-    Raises :class:`InputError` when ``require_labels`` and the mesh has no ``label_name`` array.
-    Without labels every point gets label 0.
+    The label is ``label_name`` (point data, else derived from cell data), refined by the point
+    arrays named in ``sublabels`` (e.g. ``("part", "lv_endocardium")``) into one integer per
+    combination. Raises :class:`InputError` when ``require_labels`` and the mesh has no label
+    array. Without labels every point gets label 0.
     """
     from sono3d.geometry.mesh import triangles
 
@@ -652,6 +714,9 @@ def mesh_points_labels_weights(mesh, weights: str = "area", label_name: str = "e
         if require_labels:
             raise InputError(f"{what} has no '{label_name}' label array (point or cell data)")
         labels = np.zeros(len(pts), dtype=np.int64)
+    for name in sublabels:
+        sub = np.asarray(mesh.point_data[name]).reshape(-1).astype(np.int64)
+        labels = labels * 1024 + (sub % 1024)
     if weights == "area":
         w = vertex_areas(pts, triangles(mesh))
         if w.sum() <= 0:
@@ -667,9 +732,53 @@ def correspond_meshes(template, target, options: CorrespondOptions | None = None
                       label_name: str = "elemTag", require_labels: bool = True) -> Correspondence:
     """:func:`correspond_points` between two labelled PyVista surfaces (template's own vertices)."""
     opt = options or CorrespondOptions()
-    p, lp, wp = mesh_points_labels_weights(template, opt.weights, label_name, require_labels, "template")
-    q, lq, wq = mesh_points_labels_weights(target, opt.weights, label_name, require_labels, "target")
+    sub = shared_sublabel_arrays(template, target)
+    p, lp, wp = mesh_points_labels_weights(template, opt.weights, label_name, require_labels, "template", sub)
+    q, lq, wq = mesh_points_labels_weights(target, opt.weights, label_name, require_labels, "target", sub)
     return correspond_points(p, q, lp, lq, wp, wq, opt)
+
+
+def blood_pool_template(mesh):  # noqa: ANN001, ANN201
+    """The four blood pools of a synthetic-cohort heart, labelled like GHDHeart (LV 1, RV 2, LA 3, RA 4).
+
+    The LV is the closed cavity (endocardium capped at the base), the others are the inner
+    surfaces of the RV and atrial shells. The point array ``heart_index`` gives each vertex's index
+    in ``mesh``. Raises :class:`InputError` for a mesh without the synthetic cohort's arrays.
+    """
+    import pyvista as pv
+
+    from sono3d.geometry.mesh import triangles
+    from sono3d.phantoms.heart import lv_cavity_from_heart
+
+    if "part" not in mesh.cell_data or "part_names" not in mesh.field_data:
+        raise InputError("blood pools need a synthetic-cohort heart (cell array 'part', field 'part_names')")
+    names = [str(n) for n in mesh.field_data["part_names"]]
+    lv = lv_cavity_from_heart(mesh)
+    pieces = [(np.asarray(lv.points), triangles(lv), np.asarray(lv.point_data["heart_index"]), 1)]
+    tri = triangles(mesh)
+    part = np.asarray(mesh.cell_data["part"]).reshape(-1)
+    for tag, name in ((2, "rv_inner"), (3, "la_inner"), (4, "ra_inner")):
+        if name not in names:
+            raise InputError(f"the heart has no '{name}' surface")
+        f = tri[part == names.index(name)]
+        used = np.unique(f)
+        remap = np.full(mesh.n_points, -1, dtype=np.int64)
+        remap[used] = np.arange(len(used))
+        pieces.append((np.asarray(mesh.points)[used], remap[f], used, tag))
+    pts, faces, index, labels, off = [], [], [], [], 0
+    for p, f, idx, tag in pieces:
+        pts.append(p)
+        faces.append(f + off)
+        index.append(idx)
+        labels.append(np.full(len(p), tag))
+        off += len(p)
+    f = np.vstack(faces)
+    out = pv.PolyData(np.vstack(pts), np.hstack([np.full((len(f), 1), 3), f]).ravel())
+    lab = np.concatenate(labels).astype(np.int32)
+    out.point_data["elemTag"] = lab
+    out.point_data["heart_index"] = np.concatenate(index).astype(np.int32)
+    out.cell_data["elemTag"] = lab[f[:, 0]]
+    return out
 
 
 def template_hash(mesh) -> str:  # noqa: ANN001
@@ -680,3 +789,393 @@ def template_hash(mesh) -> str:  # noqa: ANN001
     h.update(np.ascontiguousarray(np.asarray(mesh.points, dtype=np.float64)).tobytes())
     h.update(np.ascontiguousarray(triangles(mesh)).tobytes())
     return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# Quality of one deformation
+# ----------------------------------------------------------------------------------------------
+
+def _densified(mesh, spacing_mm: float = 0.6):  # noqa: ANN001, ANN202
+    """The surface subdivided (linearly, at most 3 times) until its edges are about ``spacing_mm``:
+    vertex-to-nearest-vertex distances to it then approximate point-to-surface distances."""
+    from sono3d.geometry.mesh import triangles
+
+    tri = mesh if mesh.is_all_triangles else mesh.triangulate()
+    f = triangles(tri)
+    if len(f) == 0:
+        return np.asarray(tri.points, dtype=np.float64)
+    p = np.asarray(tri.points, dtype=np.float64)
+    edge = float(np.linalg.norm(p[f[:, 1]] - p[f[:, 0]], axis=1).mean())
+    nsub = int(np.clip(np.ceil(np.log2(max(edge / spacing_mm, 1.0))), 0, 2))
+    if nsub == 0:
+        return p
+    import pyvista as pv
+
+    bare = pv.PolyData(p, np.hstack([np.full((len(f), 1), 3), f]).ravel())
+    return np.asarray(bare.subdivide(nsub, "linear").points, dtype=np.float64)
+
+
+def _same_topology(a, b) -> bool:  # noqa: ANN001
+    from sono3d.geometry.mesh import triangles
+
+    if a.n_points != b.n_points or a.n_cells != b.n_cells:
+        return False
+    return bool(np.array_equal(triangles(a), triangles(b)))
+
+
+def deformed_lv_cavity(template, displacement: np.ndarray, template_cavity=None):  # noqa: ANN001, ANN201
+    """The template's closed LV cavity carried by a deformation, or ``None`` if it has none.
+
+    A template in the synthetic vertex order carries its cavity's faces (field array
+    ``lv_cavity_faces``); otherwise the cavity mesh ``template_cavity`` is moved by the
+    displacement field interpolated at its vertices (:func:`sono3d.heart.spline.interpolate_field`).
+    """
+    if "lv_cavity_faces" in template.field_data:
+        from sono3d.phantoms.heart import lv_cavity_from_heart
+
+        moved = template.copy()
+        moved.points = np.asarray(template.points, dtype=np.float64) + displacement
+        return lv_cavity_from_heart(moved)
+    if template_cavity is None:
+        return None
+    from sono3d.heart.spline import interpolate_field
+
+    out = template_cavity.copy()
+    cp = np.asarray(template_cavity.points, dtype=np.float64)
+    out.points = cp + interpolate_field(np.asarray(template.points), displacement, cp)
+    return out
+
+
+def deformation_quality(template, displacement: np.ndarray, target, target_cavity=None,  # noqa: ANN001
+                        template_cavity=None) -> dict:
+    """Quality figures of a template deformation onto one target surface.
+
+    Returns a dict with ``chamfer_mm`` and ``hausdorff_mm`` (symmetric, between the deformed
+    template and the target, each side's vertices against the other side's surface densified to
+    about 0.6 mm, with :func:`sono3d.metrics.surface.nearest_distances`), ``vertex_error_mm``
+    and ``vertex_error_max_mm`` (mean and max distance to the true corresponding vertex, when
+    template and target share the vertex order and faces; else NaN), and
+    ``lv_volume_error_pct`` (deformed template LV cavity vs the target's, signed; NaN without
+    cavities).
+    """
+    from sono3d.geometry.mesh import enclosed_volume_mm3
+    from sono3d.metrics.surface import nearest_distances
+
+    P = np.asarray(template.points, dtype=np.float64)
+    D = P + displacement
+    Q = np.asarray(target.points, dtype=np.float64)
+    deformed = template.copy()
+    deformed.points = D
+    d_ab = nearest_distances(D, _densified(target))
+    d_ba = nearest_distances(Q, _densified(deformed))
+    out = {
+        "chamfer_mm": float(0.5 * (d_ab.mean() + d_ba.mean())),
+        "hausdorff_mm": float(max(d_ab.max(), d_ba.max())),
+        "vertex_error_mm": float("nan"),
+        "vertex_error_max_mm": float("nan"),
+        "lv_volume_error_pct": float("nan"),
+    }
+    if _same_topology(template, target):
+        e = np.linalg.norm(D - Q, axis=1)
+        out["vertex_error_mm"] = float(e.mean())
+        out["vertex_error_max_mm"] = float(e.max())
+    cav = deformed_lv_cavity(template, displacement, template_cavity)
+    if cav is not None and target_cavity is not None:
+        v0 = enclosed_volume_mm3(target_cavity)
+        v1 = enclosed_volume_mm3(cav, check=False)
+        out["lv_volume_error_pct"] = float(100.0 * (v1 - v0) / v0)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Cohort
+# ----------------------------------------------------------------------------------------------
+
+PHASES = ("ed", "es")
+REPORT_NAME = "correspondence_report.json"
+FIGURE_NAME = "correspondence_hist.png"
+
+
+@dataclass
+class Template:
+    """The reference heart whose vertices every case's deformation moves."""
+
+    id: str
+    mesh: object
+    sha1: str
+    cavity: object = None
+
+
+def load_template(cohort_dir, template: str | None = None) -> Template:  # noqa: ANN001
+    """The template: a case id of the cohort (its ED surface), a mesh file, or by default the
+    first case's ED surface. Raises :class:`InputError` when it cannot be found or has no labels."""
+    from pathlib import Path
+
+    from sono3d.heart.cohort import case_ids, load_case, read_labelled_mesh
+
+    ids = case_ids(cohort_dir)
+    if template is None or str(template) in ids:
+        if not ids:
+            raise InputError(f"{cohort_dir}: the cohort has no cases")
+        cid = ids[0] if template is None else str(template)
+        case = load_case(cohort_dir, cid, views=False)
+        mesh, cavity, name = case.ed, case.lv_cavity_ed, cid
+    else:
+        path = Path(template)
+        if not path.is_file():
+            raise InputError(f"template {template!r} is neither a case of {cohort_dir} nor a mesh file")
+        mesh, cavity, name = read_labelled_mesh(path), None, str(path)
+    if _point_labels(mesh) is None:
+        raise InputError(f"template {name} has no 'elemTag' labels")
+    return Template(name, mesh, template_hash(mesh), cavity)
+
+
+def _case_labels(mesh, what: str) -> np.ndarray:  # noqa: ANN001
+    lab = _point_labels(mesh)
+    if lab is None:
+        raise InputError(f"{what} has no 'elemTag' labels")
+    return lab
+
+
+def correspond_case(template: Template, case, options: CorrespondOptions | None = None) -> dict:  # noqa: ANN001
+    """Deform the template onto both phases of one case (a :class:`~sono3d.heart.cohort.HeartCase`).
+
+    Returns ``{"id", "seconds", "phases": {phase: quality dict}, "arrays": {...}}`` where the
+    arrays are those of ``deformation.npz``.
+    """
+    opt = options or CorrespondOptions()
+    t0 = time.perf_counter()
+    arrays: dict[str, np.ndarray] = {}
+    phases: dict[str, dict] = {}
+    for ph in PHASES:
+        target = getattr(case, ph, None)
+        if target is None:
+            continue
+        sub = shared_sublabel_arrays(template.mesh, target)
+        P, lp, wp = mesh_points_labels_weights(template.mesh, opt.weights, what=f"template {template.id}",
+                                               sublabels=sub)
+        Q, lq, wq = mesh_points_labels_weights(target, opt.weights, what=f"case {case.id} {ph}", sublabels=sub)
+        c0 = time.process_time()
+        r = correspond_points(P, Q, lp, lq, wp, wq, opt)
+        cpu = time.process_time() - c0
+        q = deformation_quality(template.mesh, r.displacement, target, getattr(case, f"lv_cavity_{ph}", None),
+                                template.cavity)
+        q["seconds"] = r.seconds
+        q["cpu_seconds"] = cpu
+        q["is_template"] = bool(case.id == template.id and ph == "ed")
+        phases[ph] = q
+        arrays[ph] = r.displacement.astype(np.float32)
+        arrays[f"confidence_{ph}"] = r.confidence.astype(np.float32)
+        arrays[f"affine_{ph}"] = r.global_transform
+    if not phases:
+        raise InputError(f"case {case.id} has no surfaces")
+    names = list(phases)
+    arrays.update({
+        "phases": np.array(names),
+        "template_id": np.array(template.id),
+        "template_sha1": np.array(template.sha1),
+        "options_json": np.array(_options_json(opt)),
+    })
+    for key in ("chamfer_mm", "hausdorff_mm", "vertex_error_mm", "lv_volume_error_pct"):
+        arrays[key] = np.array([phases[p][key] for p in names])
+    return {"id": case.id, "seconds": time.perf_counter() - t0, "phases": phases, "arrays": arrays}
+
+
+def _options_json(opt: CorrespondOptions) -> str:
+    import json
+
+    return json.dumps(opt.to_dict(), sort_keys=True)
+
+
+def _write_npz(path, arrays: dict) -> None:  # noqa: ANN001
+    from sono3d.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def _cached(path, template: Template, opt: CorrespondOptions):  # noqa: ANN001, ANN202
+    """The phases of an existing deformation.npz made with the same template and options."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["template_sha1"]) != template.sha1 or str(z["options_json"]) != _options_json(opt):
+                return None
+            names = [str(n) for n in z["phases"]]
+            return {p: {"chamfer_mm": float(z["chamfer_mm"][k]), "hausdorff_mm": float(z["hausdorff_mm"][k]),
+                        "vertex_error_mm": float(z["vertex_error_mm"][k]),
+                        "lv_volume_error_pct": float(z["lv_volume_error_pct"][k]), "seconds": float("nan"),
+                        "is_template": False}
+                    for k, p in enumerate(names)}
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+_TEMPLATE_CACHE: dict = {}
+
+
+def _work(args: tuple) -> dict:
+    """Correspond one case of a cohort and write its deformation.npz (a top-level function, so
+    spawned workers can run it)."""
+    from pathlib import Path
+
+    from sono3d.heart.cohort import load_case
+
+    cohort_dir, cid, template_spec, opt, single_thread, reuse = args
+    if single_thread:
+        import torch
+
+        torch.set_num_threads(1)
+    key = (str(cohort_dir), template_spec)
+    if key not in _TEMPLATE_CACHE:
+        _TEMPLATE_CACHE.clear()
+        _TEMPLATE_CACHE[key] = load_template(cohort_dir, template_spec)
+    template = _TEMPLATE_CACHE[key]
+    path = Path(cohort_dir) / "cases" / cid / "deformation.npz"
+    if reuse and path.is_file():
+        phases = _cached(path, template, opt)
+        if phases is not None:
+            for p in phases:
+                phases[p]["is_template"] = bool(cid == template.id and p == "ed")
+            return {"id": cid, "seconds": float("nan"), "phases": phases, "reused": True}
+    case = load_case(cohort_dir, cid, views=False)
+    res = correspond_case(template, case, opt)
+    _write_npz(path, res.pop("arrays"))
+    res["reused"] = False
+    return res
+
+
+def _summary(values: list[float]) -> dict | None:
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return None
+    return {"mean": float(v.mean()), "median": float(np.median(v)), "max": float(v.max()), "n": int(v.size)}
+
+
+def correspond_cohort(cohort_dir, template: str | None = None, options: CorrespondOptions | None = None,  # noqa: ANN001
+                      workers: int = 1, progress: bool = False, reuse: bool = True) -> dict:
+    """Deformations of the template onto every case and phase of a generated cohort.
+
+    Writes ``cases/<id>/deformation.npz`` (arrays ``ed``, ``es``: displacement of the template's
+    vertices [V, 3] float32 mm; ``confidence_<phase>`` [V]; ``affine_<phase>`` [4, 4];
+    ``template_id``, ``template_sha1``, ``options_json``, ``phases``; the per-phase quality
+    figures ``chamfer_mm``, ``hausdorff_mm``, ``vertex_error_mm``, ``lv_volume_error_pct``),
+    then ``correspondence_report.json`` and ``correspondence_hist.png`` in the cohort folder.
+    A case whose deformation.npz was made with the same template and options is not recomputed
+    when ``reuse``. The template's own ED phase is left out of the summary figures (it is
+    trivially matched). Returns the report dict.
+    """
+    import json
+    from pathlib import Path
+
+    from sono3d.heart.cohort import case_ids
+    from sono3d.io.atomic import atomic_path
+
+    opt = options or CorrespondOptions()
+    d = Path(cohort_dir)
+    if not d.is_dir():
+        raise InputError(f"{d}: no such cohort folder")
+    if not (d / "cases").is_dir():
+        raise InputError(f"{d}: no cases/ folder (not a generated heart cohort)")
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers <= 0:
+        raise InputError(f"the number of workers must be a positive integer, got {workers}")
+    tmpl = load_template(d, template)  # fail early on a bad template
+    _TEMPLATE_CACHE.clear()
+    _TEMPLATE_CACHE[(str(d), template)] = tmpl
+    ids = case_ids(d)
+    jobs = [(str(d), cid, template, opt, workers > 1, reuse) for cid in ids]
+    t0 = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), unit="case", desc="correspond")
+    results = []
+    if workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            results.append(_work(job))
+            if bar is not None:
+                bar.update(1)
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(min(int(workers), len(jobs))) as pool:
+            for r in pool.imap_unordered(_work, jobs, chunksize=1):
+                results.append(r)
+                if bar is not None:
+                    bar.update(1)
+    if bar is not None:
+        bar.close()
+    wall = time.perf_counter() - t0
+    results.sort(key=lambda r: r["id"])
+    rows = [{"id": r["id"], "phase": p, **q} for r in results for p, q in r["phases"].items()]
+    scored = [row for row in rows if not row["is_template"]]
+    computed = [r for r in results if not r.get("reused")]
+    vol = [row["lv_volume_error_pct"] for row in scored]
+    report = {
+        "cohort": str(d),
+        "template": {"id": tmpl.id, "sha1": tmpl.sha1, "n_vertices": int(tmpl.mesh.n_points)},
+        "n_cases": len(results),
+        "n_phases_scored": len(scored),
+        "chamfer_mm": _summary([row["chamfer_mm"] for row in scored]),
+        "hausdorff_mm": _summary([row["hausdorff_mm"] for row in scored]),
+        "vertex_error_mm": _summary([row["vertex_error_mm"] for row in scored]),
+        "lv_volume_error_pct": _summary([abs(v) for v in vol]),
+        "lv_volume_error_signed_pct": _summary(vol),
+        "seconds_per_case": (wall / len(computed)) if computed else None,
+        "seconds_per_case_one_worker": _summary([r["seconds"] for r in computed]),
+        "cpu_seconds_per_phase": _summary([row.get("cpu_seconds", float("nan")) for row in rows]),
+        "workers": int(workers),
+        "reused_cases": len(results) - len(computed),
+        "options": opt.to_dict(),
+        "cases": rows,
+    }
+    with atomic_path(d / REPORT_NAME) as tmp:
+        tmp.write_text(json.dumps(_finite_or_none(report), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    write_histogram(rows, d / FIGURE_NAME)
+    return report
+
+
+def _finite_or_none(o):  # noqa: ANN001, ANN202
+    """JSON has no NaN: non-finite numbers become null."""
+    if isinstance(o, dict):
+        return {k: _finite_or_none(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite_or_none(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    return o
+
+
+def write_histogram(rows: list[dict], path) -> None:  # noqa: ANN001
+    """Histograms of Chamfer distance, true vertex error and LV volume error over cases and phases."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sono3d.io.atomic import atomic_path
+
+    scored = [r for r in rows if not r["is_template"]]
+    panels = [("chamfer_mm", "Chamfer distance (mm)"), ("vertex_error_mm", "mean vertex error vs truth (mm)"),
+              ("lv_volume_error_pct", "LV cavity volume error (%)")]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, (key, title) in zip(axes, panels):
+        for ph, colour in zip(PHASES, ("tab:blue", "tab:orange")):
+            v = np.asarray([r[key] for r in scored if r["phase"] == ph], dtype=np.float64)
+            v = v[np.isfinite(v)]
+            if v.size:
+                ax.hist(v, bins=min(30, max(5, v.size // 2)), alpha=0.6, color=colour, label=ph.upper())
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("phases")
+        if ax.has_data():
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no ground truth", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle("Template correspondences by robust optimal transport", fontsize=11)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

@@ -273,8 +273,6 @@ def _deformation_targets(cohort: Path, cid: str) -> tuple[np.ndarray, np.ndarray
 def load_cohort_arrays(cohort_dir: str | os.PathLike[str], ids: list[str], size: int,
                        targets: str = "auto") -> CohortArrays:
     """Load views and target vertices of ``ids`` (both phases), in each phase's echo frame."""
-    from sono3d.heart.cohort import load_case
-
     cohort = Path(cohort_dir)
     if targets not in ("auto", "deformation", "identity"):
         raise InputError(f"targets must be 'auto', 'deformation' or 'identity', got {targets!r}")
@@ -285,22 +283,26 @@ def load_cohort_arrays(cohort_dir: str | os.PathLike[str], ids: list[str], size:
     template_mesh = None
     n_vert = None
     for cid in ids:
-        case = load_case(cohort, cid, views=True)
-        if case.views is None or "echo" not in case.views or "poses" not in case.views:
-            raise InputError(f"{cohort}: case {cid} has no views.npz with echo images and poses")
-        e = np.asarray(case.views["echo"], dtype=np.float32)
-        if e.ndim != 4 or e.shape[:2] != (2, 6):
-            raise InputError(f"{cohort}: case {cid}: echo views must be [2, 6, H, W], got {list(e.shape)}")
-        poses = np.asarray(case.views["poses"], dtype=np.float64)
+        d = cohort / "cases" / cid
+        if not d.is_dir():
+            raise InputError(f"{cohort}: no complete case '{cid}'")
+        try:
+            with np.load(d / "views.npz", allow_pickle=False) as z:
+                e = np.asarray(z["echo"], dtype=np.float32)
+                poses = np.asarray(z["poses"], dtype=np.float64)
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputError(f"{cohort}: case {cid} has no readable views.npz with echo and poses ({exc})") from None
+        if e.ndim != 4 or e.shape[:2] != (2, 6) or poses.shape != (2, 6, 4, 4):
+            raise InputError(f"{cohort}: case {cid}: echo views must be [2, 6, H, W] with poses [2, 6, 4, 4], "
+                             f"got {list(e.shape)} and {list(poses.shape)}")
         T = np.stack([echo_frame(poses[p, 0]) for p in range(2)])
         if targets == "deformation":
             world, _ = _deformation_targets(cohort, cid)  # type: ignore[misc]
         else:
-            if case.ed is None or case.es is None:
-                raise InputError(f"{cohort}: case {cid} lacks ed.vtp or es.vtp")
-            world = np.stack([np.asarray(case.ed.points, dtype=np.float64), np.asarray(case.es.points, dtype=np.float64)])
+            meshes = [_read_mesh(d / f"{ph}.vtp") for ph in PHASES]
+            world = np.stack([np.asarray(m.points, dtype=np.float64) for m in meshes])
             if template_mesh is None:
-                template_mesh = case.ed.copy()
+                template_mesh = meshes[0]
         if n_vert is None:
             n_vert = world.shape[1]
         elif world.shape[1] != n_vert:
@@ -312,6 +314,17 @@ def load_cohort_arrays(cohort_dir: str | os.PathLike[str], ids: list[str], size:
     if template_mesh is None:
         template_mesh = _correspondence_template(cohort, n_vert)
     return CohortArrays(list(ids), np.stack(echo), np.stack(pts), np.stack(frames), targets, template_mesh)
+
+
+def _read_mesh(path: Path) -> Any:
+    import pyvista as pv
+
+    if not path.is_file():
+        raise InputError(f"{path.parent}: case lacks {path.name}")
+    try:
+        return pv.read(str(path))
+    except Exception as exc:  # noqa: BLE001 - VTK raises many types for corrupt files
+        raise FileFormatError(f"{path}: cannot read mesh ({' '.join(str(exc).split())[:100]})") from None
 
 
 def _correspondence_template(cohort: Path, n_vert: int | None) -> Any:

@@ -379,8 +379,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], cohort_dir: str | os.PathLike[
     if base is not None:
         b = per_method["baseline"]
         bl: dict[str, Any] = {"run": str(baseline), "iou128": _summary(b["iou"]), "vertex_mse": None,
-                              "chamfer_mm": float(np.nanmean(b["chamfer"])),
-                              "hausdorff_mm": float(np.nanmean(b["hausdorff"]))}
+                              "chamfer_mm": _nanmean(b["chamfer"]), "hausdorff_mm": _nanmean(b["hausdorff"])}
         efs = [r.get("ef_baseline", float("nan")) for r in rows]
         if all(np.isfinite(efs)):
             bl.update(_volume_stats({"ef": efs}, ef_true))
@@ -393,7 +392,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], cohort_dir: str | os.PathLike[
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=1, default=float) + "\n", encoding="utf-8")
     _write_rows(out / "cases.csv", rows)
-    if figures:
+    if figures and len(rows) >= 2:  # a Bland-Altman plot needs two pairs
         from sono3d.viz.clinical import ef_bland_altman_figure, iou_box_figure
 
         ef_pairs = {"S2MNet": [r["ef_s2mnet"] for r in rows]}
@@ -405,6 +404,12 @@ def evaluate_run(run_dir: str | os.PathLike[str], cohort_dir: str | os.PathLike[
             ious["Voxel baseline"] = per_method["baseline"]["iou"]
         iou_box_figure(ious, out / "iou_box.png", resolution=R)
     return report
+
+
+def _nanmean(values: list[float]) -> float | None:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else None
 
 
 def _volume_report(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:

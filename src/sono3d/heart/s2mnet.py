@@ -38,7 +38,7 @@ MODEL_KINDS = ("s2mnet", "voxel")
 
 @dataclass
 class NetConfig:
-    """Network sizes. ``small`` fits two CPU cores; ``paper`` is the paper's ResNet50 at 128 px.
+    """Network sizes. ``small`` (ResNet10 at quarter width, 64 px) fits two CPU cores; ``paper`` is the paper's ResNet50 at 128 px.
 
     Attributes
     ----------
@@ -57,29 +57,38 @@ class NetConfig:
     n_fields : int
         Number ``K`` of coarse displacement fields fused by the weight generator.
     field_size : int
-        Edge of the final displacement field after trilinear upsampling.
+        Edge of the final displacement field after trilinear upsampling (:meth:`S2MNet.field`).
+    decoder_up : int
+        How many of the decoder's six transposed convolutions double the grid (the others keep
+        it): the coarse fields have edge ``grid * 2**decoder_up``. On a CPU the stride-1 layers at
+        32³ dominate the cost, so ``small`` stops at 16³ (profiled 2026-11-23: the decoder at 32³
+        cost twice the encoder).
     voxel_size : int
         Edge of the voxel baseline's occupancy grid.
+    voxel_channels : int
+        Occupancy channels of the voxel baseline: 1 (heart) or 2 (heart and LV cavity, for EF).
     """
 
-    encoder: str = "resnet18"
-    width: float = 0.5
-    image_size: int = 96
+    encoder: str = "resnet10"
+    width: float = 0.25
+    image_size: int = 64
     n_views: int = 6
     grid: int = 4
-    lift_channels: int = 32
+    lift_channels: int = 16
     n_fields: int = 4
     field_size: int = 64
+    decoder_up: int = 2
     voxel_size: int = 32
+    voxel_channels: int = 2
 
     @classmethod
     def preset(cls, name: str) -> "NetConfig":
         presets = {
             "small": cls(),
             "paper": cls(encoder="resnet50", width=1.0, image_size=128, lift_channels=64, n_fields=6,
-                         field_size=128, voxel_size=64),
+                         field_size=128, decoder_up=3, voxel_size=64),
             "tiny": cls(encoder="resnet10", width=0.25, image_size=64, lift_channels=8, n_fields=2,
-                        field_size=32, voxel_size=16),
+                        field_size=32, decoder_up=1, voxel_size=16),
         }
         if name not in presets:
             raise InputError(f"unknown network preset '{name}' (known: {', '.join(presets)})")
@@ -93,6 +102,10 @@ class NetConfig:
             raise InputError(f"unknown encoder '{self.encoder}' (known: {', '.join(_RESNET_LAYOUT)})")
         if self.image_size % 32:
             raise InputError(f"image size must be a multiple of 32, got {self.image_size}")
+        if not 0 <= self.decoder_up <= 5:
+            raise InputError(f"decoder_up must be between 0 and 5, got {self.decoder_up}")
+        if self.voxel_channels not in (1, 2):
+            raise InputError(f"voxel_channels must be 1 or 2, got {self.voxel_channels}")
 
 
 class ViewEncoder(nn.Module):
@@ -188,13 +201,13 @@ class S2MNet(nn.Module):
         self.lift = _Lift(config)
         c = self.lift.out_channels
         K = config.n_fields
-        # Six transposed 3D convolutions: three double the grid (g -> 8g), three refine it.
+        # Six transposed 3D convolutions: the first ``decoder_up`` double the grid, the rest refine it.
         chans = [c, c, max(16, c // 2), max(16, c // 4), max(16, c // 4), max(16, c // 4)]
         layers: list[nn.Module] = []
         for i in range(6):
             cin = chans[i]
             cout = chans[i + 1] if i < 5 else 3 * K
-            if i < 3:
+            if i < config.decoder_up:
                 layers.append(nn.ConvTranspose3d(cin, cout, 4, stride=2, padding=1))
             else:
                 layers.append(nn.ConvTranspose3d(cin, cout, 3, stride=1, padding=1))
@@ -214,7 +227,7 @@ class S2MNet(nn.Module):
         nn.init.zeros_(last.bias)
 
     def _coarse(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Coarse fields ``[B, 3K, 8g, 8g, 8g]`` and weight logits ``[B, K, g, g, g]``."""
+        """Coarse fields ``[B, 3K, G, G, G]`` (``G = g * 2**decoder_up``) and weight logits ``[B, K, g, g, g]``."""
         z = _encode(self.encoder, self.lift, views, self.config.n_views)
         return self.decoder(z), self.weight_generator(z)
 
@@ -261,10 +274,13 @@ class S2MNet(nn.Module):
 
 
 class VoxelNet(nn.Module):
-    """Pix2Vox-style baseline: the same encoder, a 3D decoder to occupancy logits ``[B, R, R, R]``.
+    """Pix2Vox-style baseline: the same encoder, a 3D decoder to occupancy logits ``[B, C, R, R, R]``.
 
-    The grid spans a fixed box (``box_centre`` +- ``box_half`` mm, stored as buffers), indexed
-    ``[z, y, x]`` like the displacement field.
+    ``C = config.voxel_channels``: channel 0 the whole heart, channel 1 (when present) the LV
+    cavity, from which the baseline's LV volumes and EF come. The grid spans a fixed box
+    (``box_centre`` +- ``box_half`` mm, stored as buffers), indexed ``[z, y, x]`` like the
+    displacement field; voxel ``k`` of an axis covers ``[-1 + 2k/R, -1 + 2(k+1)/R]`` in normalised box
+    coordinates (``align_corners=False``).
     """
 
     def __init__(self, config: NetConfig, box_centre: torch.Tensor, box_half: torch.Tensor) -> None:
@@ -283,15 +299,16 @@ class VoxelNet(nn.Module):
             cout = max(8, cin // 2)
             layers += [nn.ConvTranspose3d(cin, cout, 4, stride=2, padding=1), nn.BatchNorm3d(cout), nn.ReLU(inplace=True)]
             cin = cout
-        layers.append(nn.Conv3d(cin, 1, 3, padding=1))
+        layers.append(nn.Conv3d(cin, config.voxel_channels, 3, padding=1))
         self.decoder = nn.Sequential(*layers)
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
+        """Occupancy logits ``[B, C, R, R, R]``."""
         z = _encode(self.encoder, self.lift, views, self.config.n_views)
-        logits = self.decoder(z)[:, 0]
+        logits = self.decoder(z)
         R = self.config.voxel_size
         if logits.shape[-1] != R:
-            logits = F.interpolate(logits[:, None], size=(R, R, R), mode="trilinear", align_corners=False)[:, 0]
+            logits = F.interpolate(logits, size=(R, R, R), mode="trilinear", align_corners=False)
         return logits
 
 

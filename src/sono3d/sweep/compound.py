@@ -1,8 +1,8 @@
 """Classic freehand compounding: paste tracked 2D frames into a voxel grid, then fill the holes.
 
 This is the baseline the field knows from the PLUS toolkit's volume reconstructor
-(``vtkPlusPasteSliceIntoVolume`` followed by ``vtkPlusFillHolesInVolume``), re-implemented on
-whole arrays:
+(``vtkPlusPasteSliceIntoVolume`` followed by ``vtkPlusFillHolesInVolume``), re-implemented as compiled
+loops (numba) in PLUS's order; hole filling visits only the holes within a kernel's reach of data:
 
 1. **Clipping.** Only the pixels inside the clip rectangle, the PLUS fan and the sweep's
    :class:`~sono3d.types.Sector` are pasted.
@@ -155,7 +155,7 @@ class FanClip:
 _DEFAULT_KERNELS = (
     HoleKernel("gaussian", size=3, stdev=0.6667, min_ratio=0.25),
     HoleKernel("gaussian", size=5, stdev=1.3333, min_ratio=0.1),
-    HoleKernel("gaussian", size=9, stdev=2.5, min_ratio=0.0),
+    HoleKernel("gaussian", size=7, stdev=2.0, min_ratio=0.0),
 )
 
 
@@ -210,7 +210,10 @@ class CompoundConfig:
     pixel_threshold: float | None = None
 
     def __post_init__(self) -> None:
-        sp = np.broadcast_to(np.asarray(self.spacing_mm, dtype=np.float64), (3,))
+        try:
+            sp = np.broadcast_to(np.asarray(self.spacing_mm, dtype=np.float64), (3,))
+        except (ValueError, TypeError):
+            raise InputError(f"output spacing must be one or three numbers in mm, got {self.spacing_mm}") from None
         if not (np.all(np.isfinite(sp)) and np.all(sp > 0)):
             raise InputError(f"output spacing must be positive, got {self.spacing_mm} mm")
         if self.method not in INTERPOLATION_METHODS:
@@ -245,15 +248,15 @@ class CompoundConfig:
         """Named configurations.
 
         ``"default"``
-            Linear splatting, mean compounding, Gaussian kernels of 3, 5 and 9 voxels (the last
-            fills any hole within 4 voxels of data). Separable, so fast on large grids.
+            Linear splatting, mean compounding, Gaussian kernels of 3, 5 and 7 voxels (the last
+            fills any hole within 3 voxels of data).
         ``"fast"``
             Nearest-neighbour splatting, mean, one Gaussian 3 kernel.
         ``"plus"``
-            PLUS's own defaults in its example configurations: linear, mean, Gaussian 3
-            (stdev 0.6667, ratio 0.5) then stick filling (length 9, one stick).
+            A PLUS-style chain: linear, mean, Gaussian 3 (stdev 0.6667, ratio 0.5) then sticks
+            (length 9, one stick; the spine phantom configuration uses the sticks alone).
         ``"inverse"``
-            Linear, mean, Gaussian 3 then inverse-distance 9 (FFT; slower on large grids).
+            Linear, mean, Gaussian 3 then inverse-distance 7.
         ``"none"``
             Linear, mean, no hole filling (the raw pasted voxels).
         """
@@ -263,7 +266,7 @@ class CompoundConfig:
             "plus": cls(kernels=(HoleKernel("gaussian", 3, 0.6667, 0.5),
                                  HoleKernel("stick", stick_length=9, n_sticks=1))),
             "inverse": cls(kernels=(HoleKernel("gaussian", 3, 0.6667, 0.25),
-                                    HoleKernel("inverse_distance", size=9, min_ratio=0.0))),
+                                    HoleKernel("inverse_distance", size=7, min_ratio=0.0))),
             "none": cls(fill_holes=False),
         }
         if name not in presets:
@@ -274,8 +277,16 @@ class CompoundConfig:
     def from_plus(cls, plus_config: Any, **changes: Any) -> "CompoundConfig":
         """The configuration of a PLUS ``<VolumeReconstruction>`` element (path or
         :class:`sono3d.io.PlusConfig`, see :func:`read_plus_reconstruction`); keyword arguments
-        override single fields."""
-        return cls(**{**read_plus_reconstruction(plus_config), **changes})
+        override single fields. A new ``spacing_mm`` keeps a configured grid's box (origin and
+        far corner) and changes its number of voxels."""
+        fields = read_plus_reconstruction(plus_config)
+        if "spacing_mm" in changes and fields.get("grid_shape") is not None and "grid_shape" not in changes:
+            old = np.broadcast_to(np.asarray(fields.get("spacing_mm", 1.0), dtype=np.float64), (3,))
+            new = np.broadcast_to(np.asarray(changes["spacing_mm"], dtype=np.float64), (3,))
+            if np.all(new > 0):
+                span = (np.asarray(fields["grid_shape"]) - 1) * old
+                fields["grid_shape"] = tuple(int(v) + 1 for v in np.ceil(span / new - 1e-9))
+        return cls(**{**fields, **changes})
 
 
 @dataclass
@@ -449,7 +460,8 @@ def output_grid(sweep: Sweep, config: CompoundConfig, mask: np.ndarray | None = 
 
     From ``config.grid_origin_mm`` / ``grid_shape`` when given; otherwise the bounding box (along
     ``config.grid_axes``) of every clipped pixel of every frame, with voxel (0, 0, 0) on its minimum
-    corner and ``ceil(extent / spacing) + 1`` voxels per axis (PLUS's rule).
+    corner and ``ceil(extent / spacing) + 1`` voxels per axis (the rule of current PLUS; the
+    shared spine-phantom reference, from an older PLUS, has one voxel fewer per axis).
     """
     M = _poses(sweep)
     R = _axes(config)
@@ -562,7 +574,7 @@ def _splat_kernel(frames, A, rows, cols, dims, linear, mode, threshold, acc, out
                         w = wi * wj * (tz if bk else 1.0 - tz)
                         if w == 0.0:
                             continue
-                        if mode != 0 and w < 0.125:
+                        if mode != 0 and w < _MIN_CORNER_WEIGHT:
                             continue
                         f = ((i0 + bi) * d1 + (j0 + bj)) * d2 + (k0 + bk)
                         first = acc[f] == 0.0
@@ -638,89 +650,83 @@ def splat_frames(frames: np.ndarray, pixel_to_voxel: np.ndarray, mask: np.ndarra
 # hole filling
 
 
-def _gaussian_taps(size: int, stdev: float) -> np.ndarray:
-    x = np.arange(size, dtype=np.float64) - (size - 1) / 2
-    return np.exp(-0.5 * (x / stdev) ** 2)
-
-
-def _separable(x: np.ndarray, taps: np.ndarray) -> np.ndarray:
-    """Zero-padded separable correlation along the three axes, in float32 (memory-bound)."""
-    x = np.asarray(x, dtype=np.float32)
-    taps = np.asarray(taps, dtype=np.float32)
-    for axis in (2, 1, 0):
-        x = ndimage.correlate1d(x, taps, axis=axis, mode="constant", cval=0.0)
-    return x
-
-
-def _box_count(known: np.ndarray, size: int) -> np.ndarray:
-    """Number of known voxels in the ``size^3`` cube around each voxel (outside the grid: unknown)."""
-    return np.rint(_separable(known, np.ones(size))).astype(np.int32)
-
-
-def _kernel_fill(values: np.ndarray, known: np.ndarray, todo: np.ndarray, kernel: HoleKernel,
-                 accumulation: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Values and success mask for the ``todo`` voxels under one neighbourhood kernel."""
-    size = kernel.size
-    if kernel.kind == "nearest":
-        # Mean of the known voxels in the smallest cube (radius 1, 2, ...) that holds any; PLUS
-        # compares the count found there with the full kernel volume.
-        out = np.zeros(values.shape, dtype=np.float64)
-        ok = np.zeros(values.shape, dtype=bool)
-        found = np.zeros(values.shape, dtype=bool)
-        for r in range(1, (size - 1) // 2 + 1):
-            c = _box_count(known, 2 * r + 1)
-            s = _separable(values * known, np.ones(2 * r + 1))
-            new = ~found & (c > 0) & todo
-            out[new] = s[new] / c[new]
-            ok |= new & (c > kernel.min_ratio * size**3)
-            found |= new
-        return out, ok
-    if kernel.min_ratio > 0:
-        ok = todo & (_box_count(known, size) > kernel.min_ratio * size**3)
-    else:  # any known voxel in reach: the same as a positive weight sum, checked below
-        ok = todo.copy()
-    w = known.astype(np.float32)
-    if kernel.kind == "gaussian_accumulation":
-        if accumulation is None:
-            raise InputError("the gaussian_accumulation kernel needs the accumulation buffer")
-        w = w * np.asarray(accumulation, dtype=np.float32)
+def _kernel_weights(kernel: HoleKernel) -> np.ndarray:
+    """The ``(size, size, size)`` weights of a neighbourhood kernel, as PLUS tabulates them."""
+    r = np.arange(kernel.size, dtype=np.float64) - (kernel.size - 1) / 2
+    d2 = r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2
     if kernel.kind.startswith("gaussian"):
-        taps = _gaussian_taps(size, kernel.stdev)
-        num = _separable(w * values, taps)
-        den = _separable(w, taps)
-        w_min = float(taps[0]) ** 3  # one known voxel in the kernel's corner
-    else:  # inverse distance: 1 / |offset| in voxels, 0 at the centre
-        r = np.arange(size, dtype=np.float64) - (size - 1) / 2
-        d = np.sqrt(r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2)
-        k = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
-        num = _convolve(w * values, k)
-        den = _convolve(w, k)
-        w_min = float(k[0, 0, 0])
-    if kernel.kind == "gaussian_accumulation":
-        w_min *= _MIN_ACCUMULATION
-    # Half the smallest weight one known voxel can bring: above round-off (FFT), below any real sum.
-    ok &= den > 0.5 * w_min
-    out = np.divide(num, den, out=np.zeros_like(num), where=ok)
+        return np.exp(-d2 / (2.0 * kernel.stdev**2))  # PLUS's normalising factor cancels out
+    if kernel.kind == "inverse_distance":
+        return np.divide(1.0, np.sqrt(d2), out=np.zeros_like(d2), where=d2 > 0)
+    return np.ones_like(d2)
+
+
+@numba.njit(cache=True, nogil=True)
+def _neighbourhood_kernel(values, known, weight, use_weight, pts, kern, min_count, nearest, out, ok):  # noqa: ANN001, ANN202
+    """PLUS's neighbourhood kernels at the hole voxels ``pts`` (M, 3); results in ``out``/``ok`` (M,).
+
+    Weighted mean of the known voxels of the cube (``kern`` times ``weight`` when ``use_weight``);
+    ``nearest``: plain mean over the smallest cube (radius 1, 2, ...) that holds a known voxel.
+    Either way the voxel counts only if more than ``min_count`` known voxels were found.
+    """
+    d0, d1, d2 = values.shape
+    h = kern.shape[0] // 2
+    for m in range(pts.shape[0]):
+        x, y, z = pts[m, 0], pts[m, 1], pts[m, 2]
+        r_first = 1 if nearest else h
+        for r in range(r_first, h + 1):
+            cnt = 0
+            sw = 0.0
+            swv = 0.0
+            for a in range(max(x - r, 0), min(x + r, d0 - 1) + 1):
+                for b in range(max(y - r, 0), min(y + r, d1 - 1) + 1):
+                    for c in range(max(z - r, 0), min(z + r, d2 - 1) + 1):
+                        if known[a, b, c]:
+                            cnt += 1
+                            w = 1.0 if nearest else kern[a - x + h, b - y + h, c - z + h]
+                            if use_weight:
+                                w *= weight[a, b, c]
+                            sw += w
+                            swv += w * values[a, b, c]
+            if cnt > 0:
+                if cnt > min_count and sw > 0.0:
+                    out[m] = swv / sw
+                    ok[m] = True
+                break
+
+
+def _near(known: np.ndarray, radius: int) -> np.ndarray:
+    """Voxels with a known voxel within ``radius`` along every axis (a cube), as bool."""
+    return ndimage.maximum_filter(known.view(np.uint8), size=2 * radius + 1, mode="constant", cval=0) > 0
+
+
+def _reach(kernel: HoleKernel) -> int:
+    """How far (voxels, along every axis) a kernel looks for known voxels."""
+    # A stick's nearer end is at most L - 2 steps away (the whole stick spans at most L voxels).
+    return kernel.stick_length - 2 if kernel.kind == "stick" else (kernel.size - 1) // 2
+
+
+def _kernel_fill(values: np.ndarray, known: np.ndarray, pts: np.ndarray, kernel: HoleKernel,
+                 accumulation: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Values ``(M,)`` and success ``(M,)`` of one kernel at the hole voxels ``pts`` ``(M, 3)``."""
+    out = np.zeros(pts.shape[0], dtype=np.float64)
+    ok = np.zeros(pts.shape[0], dtype=np.bool_)
+    if kernel.kind == "stick":
+        _stick_kernel(values, known, pts, _STICK_DIRECTIONS, int(kernel.stick_length), int(kernel.n_sticks), out, ok)
+        return out, ok
+    use_weight = kernel.kind == "gaussian_accumulation"
+    if use_weight and accumulation is None:
+        raise InputError("the gaussian_accumulation kernel needs the accumulation buffer")
+    weight = (np.ascontiguousarray(accumulation, dtype=np.float32) if use_weight
+              else np.ones((1, 1, 1), dtype=np.float32))
+    _neighbourhood_kernel(values, known, weight, use_weight, pts, _kernel_weights(kernel),
+                          float(kernel.min_ratio * kernel.size**3), kernel.kind == "nearest", out, ok)
     return out, ok
-
-
-def _convolve(x: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Zero-padded 'same' correlation with a symmetric odd kernel (FFT for large kernels)."""
-    if k.size <= 27:
-        return ndimage.correlate(x, k.astype(x.dtype), mode="constant", cval=0.0)
-    from scipy import fft as sp_fft
-
-    full = [sp_fft.next_fast_len(n + m - 1, real=True) for n, m in zip(x.shape, k.shape)]
-    spec = sp_fft.rfftn(x, full) * sp_fft.rfftn(k.astype(x.dtype), full)
-    out = sp_fft.irfftn(spec, full)
-    h = [(m - 1) // 2 for m in k.shape]
-    # Round-off of the FFT is far below any weight a known voxel contributes (callers check counts).
-    return out[h[0]:h[0] + x.shape[0], h[1]:h[1] + x.shape[1], h[2]:h[2] + x.shape[2]]
 
 
 @numba.njit(cache=True, nogil=True)
 def _stick_kernel(values, known, pts, directions, L, n_sticks, out, ok):  # noqa: ANN001, ANN202
-    """PLUS's stick filling for the voxels ``pts`` (M, 3); writes ``out`` / ``ok`` at those voxels."""
+    """PLUS's stick filling for the voxels ``pts`` (M, 3); results in ``out`` / ``ok`` (M,)."""
     d0, d1, d2 = values.shape
     n_dir = directions.shape[0]
     W = np.zeros(n_dir)
@@ -775,21 +781,8 @@ def _stick_kernel(values, known, pts, directions, L, n_sticks, out, ok):  # noqa
                     used += 1
                     W[n] = 0.0
         if sw > 0.0:
-            out[x, y, z] = swv / sw
-            ok[x, y, z] = True
-
-
-def _stick_fill(values: np.ndarray, known: np.ndarray, todo: np.ndarray, kernel: HoleKernel
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """PLUS's stick filling: along each of 13 directions, interpolate between the nearest known
-    voxels on either side (stick at most ``stick_length`` voxels end to end); average the
-    ``n_sticks`` shortest sticks (weights 1 / length)."""
-    out = np.zeros(values.shape, dtype=np.float64)
-    ok = np.zeros(values.shape, dtype=np.bool_)
-    pts = np.argwhere(todo).astype(np.int64)
-    _stick_kernel(np.ascontiguousarray(values, dtype=np.float64), np.ascontiguousarray(known, dtype=np.bool_),
-                  pts, _STICK_DIRECTIONS, int(kernel.stick_length), int(kernel.n_sticks), out, ok)
-    return out, ok
+            out[m] = swv / sw
+            ok[m] = True
 
 
 def fill_holes(values: np.ndarray, recorded: np.ndarray, kernels: tuple[HoleKernel, ...] | list[HoleKernel],
@@ -820,7 +813,7 @@ def fill_holes(values: np.ndarray, recorded: np.ndarray, kernels: tuple[HoleKern
         Recorded or filled.
     """
     v = np.asarray(values, dtype=np.float32)
-    known = np.asarray(recorded, dtype=bool)
+    known = np.ascontiguousarray(recorded, dtype=bool)
     if v.shape != known.shape or v.ndim != 3:
         raise InputError(f"values {v.shape} and recorded mask {known.shape} must be the same 3D shape")
     v = np.where(known, v, np.float32(0.0))
@@ -831,19 +824,20 @@ def fill_holes(values: np.ndarray, recorded: np.ndarray, kernels: tuple[HoleKern
         todo &= dist <= max_hole_mm / 2 + 1e-9
     out = v.copy()
     filled = known.copy()
-    if known.any():
+    if known.any() and kernels:
+        # Only holes with a known voxel within some kernel's reach can be filled; visit just those.
+        cand = np.argwhere(todo & _near(known, max(_reach(k) for k in kernels)))
+        still = np.ones(cand.shape[0], dtype=bool)
         for kernel in kernels:
-            if not todo.any():
+            sel = np.flatnonzero(still)
+            if sel.size == 0:
                 break
-            if kernel.kind == "stick":
-                fv, ok = _stick_fill(v, known, todo, kernel)
-            else:
-                fv, ok = _kernel_fill(v, known, todo, kernel, accumulation)
-            ok &= todo
-            out[ok] = fv[ok]
-            filled |= ok
-            todo &= ~ok
-    return out.astype(np.float32), filled
+            fv, ok = _kernel_fill(v, known, cand[sel], kernel, accumulation)
+            i, j, k = cand[sel[ok]].T
+            out[i, j, k] = fv[ok]
+            filled[i, j, k] = True
+            still[sel[ok]] = False
+    return out, filled
 
 
 # --------------------------------------------------------------------------------------------

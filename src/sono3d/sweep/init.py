@@ -110,11 +110,12 @@ def sweep_bounds(poses: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nd
     """Axis-aligned world box ``(lo, hi)`` (mm) of the imaged pixels of all slices.
 
     Only the mask's outline matters for a box, so the corners of the masked pixels' bounding
-    rectangle in each plane are used (exact for rectangles, a slight over-estimate for sectors).
+    rectangle in each plane are used (exact for rectangles, a slight over-estimate for sectors),
+    including the half pixel around each pixel centre, where on-slice points may also lie.
     """
     rows, cols = np.nonzero(mask)
-    corners = np.array([[cols.min(), rows.min()], [cols.max(), rows.min()],
-                        [cols.min(), rows.max()], [cols.max(), rows.max()]], dtype=np.float64)
+    c0, c1, r0, r1 = cols.min() - 0.5, cols.max() + 0.5, rows.min() - 0.5, rows.max() + 0.5
+    corners = np.array([[c0, r0], [c1, r0], [c0, r1], [c1, r1]], dtype=np.float64)
     P = np.asarray(poses, dtype=np.float64)
     pts = corners[None, :, 0:1] * P[:, None, :3, 0] + corners[None, :, 1:2] * P[:, None, :3, 1] + P[:, None, :3, 3]
     pts = pts.reshape(-1, 3)

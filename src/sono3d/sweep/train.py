@@ -190,7 +190,7 @@ class ReconstructConfig:
 PRESETS: dict[str, ReconstructConfig] = {
     "paper": ReconstructConfig(preset="paper"),
     "fast": ReconstructConfig(preset="fast"),
-    "small": ReconstructConfig(preset="small", gaussians_per_slice=40, epochs=15, batch=8),
+    "small": ReconstructConfig(preset="small", gaussians_per_slice=40, epochs=20, batch=4),
 }
 
 
@@ -341,7 +341,9 @@ def reconstruct_sweep(sweep: Sweep, config: ReconstructConfig | None = None, tru
         raise InputError(f"the pixel mask must be a non-empty boolean {shape[0]}x{shape[1]} array")
     use_mask = sweep.sector is not None or mask is not None
     px_mm = paper_pixel_mm(shape, sweep.spacing_mm)
-    scale_mm = math.exp(cfg.init_log_scale_px) * px_mm
+    # At least one real pixel: on frames much smaller than 256 pixels the paper's scale is below a
+    # pixel, and a Gaussian between pixel centres would be invisible and get no gradient.
+    scale_mm = max(math.exp(cfg.init_log_scale_px) * px_mm, max(sweep.spacing_mm))
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

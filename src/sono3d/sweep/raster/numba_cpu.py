@@ -1,22 +1,29 @@
-"""The production CPU slice rasterizer: numba kernels over the culled pairs, backend ``"numba"``.
+"""The production CPU slice rasterizer: numba kernels end to end, backend ``"numba"``.
 
-Same decomposition as :mod:`.culled` (pairs and conics from :mod:`._conic`, autograd from the six
-per-pair numbers back to the Gaussians and ``image_to_world``); only the pixel work is compiled:
+One ``torch.autograd.Function`` (:class:`NumbaRender`) whose forward and backward are compiled and
+hand-derived throughout, so a training step pays no per-operation PyTorch overhead:
 
+* **pairs** (:mod:`._numba_pairs`, float64, ``prange`` over slices): cull (slice, Gaussian) pairs
+  and build each pair's 2D conic ``(c0, r0, a, b, c, w)``, ``rad2`` and footprint -- the same
+  quantities as :mod:`._conic`, in the Gaussian's whitened frame;
 * **binning** (serial, O(pair-tiles)): every pair is listed in each ``TILE x TILE`` image tile its
   footprint touches (counting sort, so a tile's pairs stay in pair order and the sum is
   deterministic);
 * **forward** (``prange`` over tiles, no atomics): a tile accumulates its pairs into a private
   buffer and writes it once;
-* **backward** (``prange`` over pairs, no atomics): a pair reads ``dL/dI`` over its footprint and
-  writes only its own six gradients (the formulas of :class:`.culled.FootprintRaster`, with ``w``
-  and the conic factored out of the pixel loop and row sums hoisted out of the column loop).
+* **backward, pixels** (``prange`` over pairs, no atomics): a pair reads ``dL/dI`` over its
+  footprint and writes only its own ``dL/d(c0, r0, a, b, c, w)`` (the formulas of
+  :class:`.culled.FootprintRaster`, with ``w`` and the conic factored out of the pixel loop and
+  row sums hoisted out of the column loop);
+* **backward, chain** (``prange`` over pairs, then a serial scatter): the hand-derived gradient of
+  the conic w.r.t. means, log-scales, quaternions, opacity logits, intensities and the slice
+  vectors of ``image_to_world`` (see :mod:`._numba_pairs`).
 
 Both kernels walk each footprint row between the two roots of ``q(col) = rad2`` rather than over
 the whole bounding box (a tilted, elongated ellipse fills a small part of its box); the two ends
 are trimmed with the exact test ``q <= rad2`` (``q`` is convex along a row, so the pixels between
-pass too), and ``exp(-q/2)`` follows a two-multiplication recurrence along the row. Arithmetic is float32 (sums of the
-backward in float64); inputs of other dtypes are converted and results converted back.
+pass too), and ``exp(-q/2)`` follows a two-multiplication recurrence along the row. Pixel
+arithmetic is float32 (the backward's sums float64); gradients come back in the inputs' dtypes.
 ``fastmath`` is on without the no-NaN/no-Inf assumptions (``rad2`` is ``inf`` without cutoff).
 Kernels are compiled on first use and cached on disk (``cache=True``); argument types never vary.
 """
@@ -32,9 +39,9 @@ from torch.autograd.function import once_differentiable
 
 from sono3d.errors import InputError
 from sono3d.sweep.raster import register_backend
-from sono3d.sweep.raster._conic import render_pairs
+from sono3d.sweep.raster import _numba_pairs as _np
 
-__all__ = ["NumbaRaster", "render_slices_numba", "TILE"]
+__all__ = ["NumbaRender", "render_slices_numba", "numba_pairs", "numba_pairs_backward", "TILE"]
 
 #: image tile side in pixels (32 beats 16 by ~20% on the forward: fewer clipped footprint rows)
 TILE = 32
@@ -221,38 +228,103 @@ def _as_np(t: torch.Tensor, dtype) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=dtype)
 
 
-class NumbaRaster(torch.autograd.Function):
-    """``(params (P, 6), rad2, bbox, slice_index, B, H, W) -> image (B, H, W)`` with numba kernels.
+def numba_pairs(means, log_scales, quats, opacity_logits, intensities, image_to_world, shape, cutoff):
+    """Culled pairs and their conics from the compiled preprocessing (float64 numpy).
 
-    Same contract and hand-derived gradient as :class:`.culled.FootprintRaster`; CPU tensors only.
+    Returns a dict: ``slice``, ``gauss`` (P,) int32, ``params`` (P, 6), ``rad2`` (P,), ``bbox``
+    (P, 4) int32, plus the per-Gaussian and per-slice arrays the backward needs.
     """
+    H, W = int(shape[0]), int(shape[1])
+    mu = _as_np(means, np.float64)
+    ls = _as_np(log_scales, np.float64)
+    q = _as_np(quats, np.float64)
+    ol = _as_np(opacity_logits, np.float64)
+    it = _as_np(intensities, np.float64)
+    M = _as_np(image_to_world, np.float64)
+    G, B = mu.shape[0], M.shape[0]
+    qn, qnorm = np.empty((G, 4)), np.empty(G)
+    L, sig, smax = np.empty((G, 3, 3)), np.empty(G), np.empty(G)
+    if G:
+        _np.gaussian_prep(q, ls, ol, qn, qnorm, L, sig, smax)
+    u, v, o = (np.ascontiguousarray(M[:, :3, k]) for k in (0, 1, 3))
+    normal = np.cross(u, v)
+    n = normal / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-30)
+    guu, guv, gvv = (u * u).sum(1), (u * v).sum(1), (v * v).sum(1)
+    gdet = guu * gvv - guv * guv
+    gi = np.ascontiguousarray(np.stack([gvv / gdet, -guv / gdet, guu / gdet], axis=1))
+    cut2 = np.inf if cutoff is None else float(cutoff) ** 2
+    counts = np.zeros(B, np.int64)
+    if G:
+        _np.count_candidates(mu, L, smax, u, v, o, n, gi, cut2, H, W, counts)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    P = int(offsets[-1])
+    ps, pg = np.empty(P, np.int32), np.empty(P, np.int32)
+    params, rad2 = np.empty((P, 6)), np.empty(P)
+    bbox, valid = np.empty((P, 4), np.int32), np.empty(P, np.bool_)
+    if P:
+        _np.fill_pairs(mu, L, smax, sig, it, u, v, o, n, gi, cut2, H, W, offsets, ps, pg, params, rad2,
+                       bbox, valid)
+    keep = np.flatnonzero(valid)
+    return {
+        "slice": ps[keep], "gauss": pg[keep], "params": params[keep], "rad2": rad2[keep], "bbox": bbox[keep],
+        "means": mu, "L": L, "qn": qn, "qnorm": qnorm, "sig": sig, "intensities": it, "u": u, "v": v, "o": o,
+        "G": G, "B": B,
+    }
+
+
+def numba_pairs_backward(pairs: dict, gparams: np.ndarray) -> list[np.ndarray]:
+    """Gradients ``[means, log_scales, quats, opacity_logits, intensities, image_to_world]`` (float64)
+    from ``dL/d(c0, r0, a, b, c, w)`` per pair (the hand-derived chain of :mod:`._numba_pairs`)."""
+    G, B = pairs["G"], pairs["B"]
+    P = pairs["slice"].shape[0]
+    g_mu, g_ls, g_q = np.zeros((P, 3)), np.zeros((P, 3)), np.zeros((P, 4))
+    g_ol, g_int = np.zeros((P, 1)), np.zeros((P, 1))
+    g_u, g_v, g_o = np.zeros((P, 3)), np.zeros((P, 3)), np.zeros((P, 3))
+    if P:
+        _np.pairs_backward(pairs["means"], pairs["L"], pairs["qn"], pairs["qnorm"], pairs["sig"],
+                           pairs["intensities"], pairs["u"], pairs["v"], pairs["o"], pairs["slice"],
+                           pairs["gauss"], np.ascontiguousarray(gparams, np.float64), g_mu, g_ls, g_q,
+                           g_ol[:, 0], g_int[:, 0], g_u, g_v, g_o)
+    per_gauss = np.zeros((G, 12))
+    _np.scatter_add_rows(per_gauss, pairs["gauss"], np.concatenate([g_mu, g_ls, g_q, g_ol, g_int], axis=1))
+    per_slice = np.zeros((B, 9))
+    _np.scatter_add_rows(per_slice, pairs["slice"], np.concatenate([g_u, g_v, g_o], axis=1))
+    g_M = np.zeros((B, 4, 4))
+    g_M[:, :3, 0], g_M[:, :3, 1], g_M[:, :3, 3] = per_slice[:, 0:3], per_slice[:, 3:6], per_slice[:, 6:9]
+    return [per_gauss[:, 0:3], per_gauss[:, 3:6], per_gauss[:, 6:10], per_gauss[:, 10], per_gauss[:, 11], g_M]
+
+
+class NumbaRender(torch.autograd.Function):
+    """The whole numba slice renderer as one ``autograd.Function`` with a hand-derived backward:
+    pixel level as :class:`.culled.FootprintRaster`, per-pair chain as :mod:`._numba_pairs`."""
 
     @staticmethod
-    def forward(ctx, params, rad2, bbox, slice_index, B, H, W):
-        if params.device.type != "cpu":
-            raise InputError("the 'numba' rasterizer runs on the CPU; use backend 'triton' or 'culled' on a GPU")
-        p32 = _as_np(params, np.float32)
-        r32 = _as_np(rad2, np.float32)
-        bb = _as_np(bbox, np.int32)
-        sl = _as_np(slice_index, np.int32)
-        ctx.arrays = (p32, r32, bb, sl)
-        ctx.dtype = params.dtype
-        out = np.empty((B, H, W), np.float32)
-        if p32.shape[0] == 0:
-            out[:] = 0.0
-        else:
-            start, entries = _bin_tiles(bb, sl, B, H, W, TILE)
-            _forward(p32, r32, bb, start, entries, B, H, W, TILE, out)
-        return torch.from_numpy(out).to(params.dtype)
+    def forward(ctx, means, log_scales, quats, opacity_logits, intensities, image_to_world, H, W, cutoff):
+        for t in (means, image_to_world):
+            if t.device.type != "cpu":
+                raise InputError("the 'numba' rasterizer runs on the CPU; use backend 'triton' or 'culled' on a GPU")
+        B = int(image_to_world.shape[0])
+        pairs = numba_pairs(means, log_scales, quats, opacity_logits, intensities, image_to_world, (H, W), cutoff)
+        p32 = pairs["params"].astype(np.float32)
+        r32 = pairs["rad2"].astype(np.float32)
+        out = np.zeros((B, H, W), np.float32)
+        if p32.shape[0]:
+            start, entries = _bin_tiles(pairs["bbox"], pairs["slice"], B, H, W, TILE)
+            _forward(p32, r32, pairs["bbox"], start, entries, B, H, W, TILE, out)
+        ctx.state = (pairs, p32, r32)
+        ctx.dtypes = [t.dtype for t in (means, log_scales, quats, opacity_logits, intensities, image_to_world)]
+        return torch.from_numpy(out).to(means.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_image):
-        p32, r32, bb, sl = ctx.arrays
-        out = np.zeros(p32.shape, np.float32)
+        pairs, p32, r32 = ctx.state
+        gparams = np.zeros(p32.shape, np.float32)
         if p32.shape[0]:
-            _backward(p32, r32, bb, sl, _as_np(grad_image, np.float32), out)
-        return torch.from_numpy(out).to(ctx.dtype), None, None, None, None, None, None
+            _backward(p32, r32, pairs["bbox"], pairs["slice"], _as_np(grad_image, np.float32), gparams)
+        grads = numba_pairs_backward(pairs, gparams)
+        out = [torch.from_numpy(np.ascontiguousarray(g)).to(dt) for g, dt in zip(grads, ctx.dtypes)]
+        return (*out, None, None, None)
 
 
 def render_slices_numba(
@@ -266,9 +338,16 @@ def render_slices_numba(
     cutoff: float | None = 3.0,
 ) -> torch.Tensor:
     """Render ``(B, H, W)`` slices on the CPU with the numba kernels; arguments as
-    :func:`~sono3d.sweep.raster.reference.render_slices_reference`. Pixel arithmetic is float32."""
-    return render_pairs(NumbaRaster, means, log_scales, quats, opacity_logits, intensities,
-                        image_to_world, shape, cutoff)
+    :func:`~sono3d.sweep.raster.reference.render_slices_reference`. Per-pair preprocessing is
+    float64, pixel arithmetic float32."""
+    if image_to_world.ndim != 3 or tuple(image_to_world.shape[1:]) != (4, 4):
+        raise InputError(f"image_to_world must have shape (B, 4, 4), got {tuple(image_to_world.shape)}")
+    H, W = int(shape[0]), int(shape[1])
+    if H <= 0 or W <= 0:
+        raise InputError(f"slice shape must be positive, got {shape}")
+    if cutoff is not None and not cutoff > 0:
+        raise InputError(f"cutoff must be positive or None, got {cutoff}")
+    return NumbaRender.apply(means, log_scales, quats, opacity_logits, intensities, image_to_world, H, W, cutoff)
 
 
 register_backend("numba", render_slices_numba)

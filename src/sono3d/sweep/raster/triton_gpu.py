@@ -1,10 +1,11 @@
 """GPU slice rasterizer: Triton kernels over the culled pairs, backend ``"triton"``.
 
-.. warning:: Untested on hardware. It was written where no GPU was available; it follows the
+.. warning:: Untested on GPU hardware. It was written where no GPU was available; it follows the
    decomposition that :mod:`.culled` and :mod:`.numba_cpu` test against the reference (pairs and
-   conics from :mod:`._conic`, the same hand-derived per-pair gradient), and its tests in
-   ``tests/test_raster.py`` run only where CUDA and Triton are present. Check it there before
-   relying on it.
+   conics from :mod:`._conic`, the same hand-derived per-pair gradient). Its tests in
+   ``tests/test_raster.py`` run where CUDA and Triton are present, or on the CPU under Triton's
+   interpreter (``TRITON_INTERPRET=1``), which is how its logic was checked; compiled behaviour
+   and speed on a GPU are unverified.
 
 Importing this module needs ``triton``; ``sono3d`` itself never imports it (the backend registry
 loads it on first use and reports it unavailable otherwise).
@@ -21,6 +22,8 @@ Kernels (one program per (slice, Gaussian) pair, ``BH x BW`` pixel blocks over i
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -33,6 +36,9 @@ from sono3d.sweep.raster._conic import render_pairs
 __all__ = ["TritonRaster", "render_slices_triton"]
 
 _BH, _BW = 8, 16
+#: Triton's interpreter (``TRITON_INTERPRET=1``) runs the kernels on CPU tensors: how the kernels
+#: are checked on a machine without a GPU
+_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
@@ -126,7 +132,7 @@ class TritonRaster(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, params, rad2, bbox, slice_index, B, H, W):
-        if params.device.type != "cuda":
+        if params.device.type != "cuda" and not _INTERPRETED:
             raise InputError("the 'triton' rasterizer needs CUDA tensors; use 'numba' or 'culled' on the CPU")
         p32 = params.detach().to(torch.float32).contiguous()
         r32 = rad2.to(torch.float32).contiguous()

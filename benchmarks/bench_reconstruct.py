@@ -1,0 +1,93 @@
+"""The default sweep reconstruction end to end on the fastest CPU backend, against a slower one.
+
+A generated uterus sweep (100 frames of 256x256, the phantom's label appearance) is reconstructed
+with the engine's default configuration (``fast`` preset: 120 Gaussians per training slice, 60
+epochs, batch 32, every 5th frame held out) on the fastest CPU backend, then -- unless
+``--skip-compare`` -- with a comparison backend for the same 60 epochs. Each run is a separate
+process so its peak memory is its own.
+
+The dense ``reference`` backend would take hours here (every pixel against every Gaussian, 180
+batches), so the default comparison is ``culled``: the same forward model and gradients (tested
+equal to the reference to 1e-9 in float64), in plain PyTorch. ``--compare reference`` runs the
+dense one if you have the time.
+
+Prints a small table, then ONE JSON line::
+
+    {"backend", "seconds", "train_ssim", "holdout_ssim", "peak_rss_mb", "gaussians", "epochs",
+     "compare": {...same keys...} | null, "ssim_gap": train SSIM fast minus comparison | null}
+
+    .venv/bin/python benchmarks/bench_reconstruct.py [--epochs 60] [--compare culled] [--skip-compare]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+
+
+def run_one(backend: str, epochs: int, frames: int, size: int, seed: int) -> dict:
+    """Simulate the sweep and reconstruct it with ``backend`` in this process."""
+    from sono3d.phantoms.uterus import build_uterus
+    from sono3d.simulate.sweeps import SweepConfig, simulate_sweep
+    from sono3d.sweep.train import ReconstructConfig, reconstruct_sweep
+
+    phantom = build_uterus(seed=seed, mesh=False, spacing_mm=0.5)
+    sweep, _ = simulate_sweep(phantom, SweepConfig(frames=frames, size_px=size))
+    cfg = ReconstructConfig.from_preset("fast", epochs=epochs, backend=backend, seed=seed)
+    res = reconstruct_sweep(sweep, cfg, progress=False)
+    r = res.report
+    return {
+        "backend": r["backend"],
+        "seconds": round(r["seconds"], 2),
+        "train_seconds": round(r["timings"]["train"], 2),
+        "train_ssim": round(r["train"]["ssim"], 4),
+        "holdout_ssim": round(r["holdout"]["ssim"], 4),
+        "train_l1": round(r["train"]["l1"], 5),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        "gaussians": r["gaussians"],
+        "epochs": r["epochs"],
+        "frames": frames,
+        "size": size,
+    }
+
+
+def in_child(backend: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", backend, "--epochs", str(args.epochs),
+           "--frames", str(args.frames), "--size", str(args.size), "--seed", str(args.seed)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", default="auto", help="fast backend (default: the engine's choice for the CPU)")
+    ap.add_argument("--compare", default="culled", help="comparison backend (reference takes hours)")
+    ap.add_argument("--skip-compare", action="store_true")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--frames", type=int, default=100)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(run_one(args.child, args.epochs, args.frames, args.size, args.seed)))
+        return
+    rows = [in_child(args.backend, args)]
+    if not args.skip_compare:
+        rows.append(in_child(args.compare, args))
+    print(f"{'backend':>10} {'seconds':>8} {'train SSIM':>10} {'holdout SSIM':>12} {'peak MB':>8} {'gaussians':>9}")
+    for r in rows:
+        print(f"{r['backend']:>10} {r['seconds']:>8.1f} {r['train_ssim']:>10.4f} {r['holdout_ssim']:>12.4f} "
+              f"{r['peak_rss_mb']:>8.0f} {r['gaussians']:>9}")
+    result = dict(rows[0])
+    result["compare"] = rows[1] if len(rows) > 1 else None
+    result["ssim_gap"] = round(rows[0]["train_ssim"] - rows[1]["train_ssim"], 4) if len(rows) > 1 else None
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""``sono3d heart train | predict | evaluate``: S2MNet and the voxel baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def add_commands(heart_app: typer.Typer) -> None:
+    heart_app.command("train")(train)
+    heart_app.command("predict")(predict)
+    heart_app.command("evaluate")(evaluate)
+
+
+def train(
+    cohort_dir: Path = typer.Argument(..., help="A generated heart cohort (sono3d heart cohort)."),
+    run_dir: Path = typer.Argument(..., help="Run folder: split, checkpoints and log are written here."),
+    model: str = typer.Option("s2mnet", "--model", help="s2mnet or voxel (the Pix2Vox-style baseline)."),
+    config: str = typer.Option("small", "--config", help="small (2 CPU cores) or paper (ResNet50, GPU)."),
+    epochs: int = typer.Option(None, "--epochs", help="Number of epochs (default: the config's)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split, the weights, the order and the augmentation."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in RUN_DIR from its last checkpoint."),
+    workers: int = typer.Option(None, "--workers", help="DataLoader worker processes (default: the config's)."),
+    max_cases: int = typer.Option(None, "--max-cases", help="Use only the first N cases of the cohort."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Print a line per epoch on stderr."),
+) -> None:
+    """Train S2MNet or the voxel baseline on a cohort (80/10/10 split by case); resumable."""
+    from dataclasses import replace
+
+    from sono3d.commands._common import print_json
+    from sono3d.errors import InputError
+    from sono3d.heart.train import TrainConfig, train as run_training
+
+    if config not in ("small", "paper", "tiny"):
+        raise InputError(f"--config must be small or paper, got {config!r}")
+    if epochs is not None and epochs < 1:
+        raise InputError(f"--epochs must be a positive integer, got {epochs}")
+    if workers is not None and workers < 0:
+        raise InputError(f"--workers must be >= 0, got {workers}")
+    if max_cases is not None and max_cases < 3:
+        raise InputError(f"--max-cases must be at least 3, got {max_cases}")
+    cfg = TrainConfig.preset(config)
+    changes = {k: v for k, v in (("epochs", epochs), ("workers", workers), ("max_cases", max_cases)) if v is not None}
+    cfg = replace(cfg, **changes)
+    # On --resume the run's stored config wins (only --epochs may extend it).
+    res = run_training(cohort_dir, run_dir, model, cfg if (not resume or epochs is not None) else None, seed=seed,
+                       resume=resume, device=device, progress=progress)
+    res.pop("history", None)
+    print_json(res)
+
+
+def predict(
+    run_dir: Path = typer.Argument(..., help="A trained S2MNet run folder."),
+    views: Path = typer.Argument(..., help="views.npz with echo [2, 6, H, W] (ED, ES) or [6, H, W]; poses optional."),
+    out_dir: Path = typer.Argument(..., help="Output folder for heart_ed.vtp, heart_es.vtp and report.json."),
+) -> None:
+    """Predict the heart mesh(es), LV volumes and EF from six echo views."""
+    from sono3d.commands._common import print_json
+    from sono3d.heart.predict import predict_files
+
+    print_json(predict_files(run_dir, views, out_dir))
+
+
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A trained S2MNet run folder."),
+    cohort_dir: Path = typer.Argument(..., help="The cohort it was trained on."),
+    out_dir: Path = typer.Argument(..., help="Output folder for report.json, cases.csv and the figures."),
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    baseline: Path = typer.Option(None, "--baseline", help="A voxel-baseline run folder to compare with."),
+    resolution: int = typer.Option(128, "--resolution", help="Voxels per axis of the IoU grid."),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Write the Bland-Altman and IoU figures."),
+) -> None:
+    """IoU@128³, vertex MSE, Chamfer/Hausdorff, LV volumes, EF error and correlation on a split."""
+    from sono3d.commands._common import print_json
+    from sono3d.errors import InputError
+    from sono3d.heart.evaluate import evaluate_run
+
+    if resolution < 8 or resolution > 512:
+        raise InputError(f"--resolution must be between 8 and 512, got {resolution}")
+    rep = evaluate_run(run_dir, cohort_dir, out_dir, split=split, baseline=baseline, resolution=resolution,
+                       figures=figures)
+    keys = ("n_cases", "iou128", "vertex_mse", "chamfer_mm", "ef_mae", "ef_pearson")
+    summary = {k: rep.get(k) for k in keys}
+    if "baseline" in rep:
+        summary["baseline"] = {k: rep["baseline"].get(k) for k in keys if k in rep["baseline"]}
+    print_json(summary)
