@@ -9,6 +9,12 @@ for a whole slice, so it is timed strip by strip (forward and backward per strip
 gradients summed, strips sized to ~25M pixel-Gaussian pairs): the same arithmetic as one call,
 with bounded memory.
 
+``--reference-rows R`` times the reference on R rows only and scales the time to the whole slice
+(its cost per row is constant), recorded as ``reference_rows_timed`` in the JSON.
+
+Wall time is what the table reports; ``cpu_ms_fwd_bwd`` (process CPU time, all threads) is less
+sensitive to other load on a shared machine.
+
 ``pairs_per_s`` counts the Gaussian-pixel pairs inside the cutoff (the contributions that exist),
 the same number for every backend, divided by the forward+backward time.
 
@@ -81,24 +87,30 @@ def contributing_pairs(tensors: list[torch.Tensor], M: torch.Tensor) -> int:
     return total
 
 
-def fwd_bwd(backend: str, tensors: list[torch.Tensor], M: torch.Tensor) -> float:
-    """Seconds for one forward+backward (loss = sum of the image times a fixed weight)."""
+def fwd_bwd(backend: str, tensors: list[torch.Tensor], M: torch.Tensor, ref_rows: int = SIZE) -> tuple[float, float]:
+    """Wall and process-CPU seconds of one forward+backward (loss = the image times a fixed weight).
+
+    For the reference, only the first ``ref_rows`` rows are run and the time is scaled by
+    ``SIZE / ref_rows`` (its cost is the same for every row: all pixels against all Gaussians).
+    """
     leaves = [t.detach().clone().requires_grad_() for t in tensors] + [M.detach().clone().requires_grad_()]
     weight = torch.linspace(-1, 1, SIZE * SIZE).reshape(1, SIZE, SIZE)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if backend == "reference":
         n = tensors[0].shape[0]
         strip = max(1, min(SIZE, REF_STRIP_PAIRS // (n * SIZE)))
-        for r in range(0, SIZE, strip):
+        for r in range(0, ref_rows, strip):
             # the strip's origin is row r of the slice
             Ms = torch.cat([leaves[5][:, :, :3], (leaves[5][:, :, 3] + r * leaves[5][:, :, 1])[:, :, None]], dim=2)
-            rows = min(strip, SIZE - r)
+            rows = min(strip, ref_rows - r)
             img = render_slices_reference(*leaves[:5], Ms, (rows, SIZE), cutoff=CUTOFF, chunk_pixels=rows * SIZE)
             (img * weight[:, r : r + rows]).sum().backward()
+        scale = SIZE / ref_rows
+        return (time.perf_counter() - t0) * scale, (time.process_time() - c0) * scale
     else:
         img = render_slices(*leaves[:5], leaves[5], (SIZE, SIZE), backend=backend, cutoff=CUTOFF)
         (img * weight).sum().backward()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def main() -> None:
@@ -107,6 +119,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5, help="repetitions of each fast backend (median)")
     ap.add_argument("--reference-reps", type=int, default=1)
     ap.add_argument("--skip-reference-50k", action="store_true", help="skip the dense reference above 20k")
+    ap.add_argument("--reference-rows", type=int, default=SIZE,
+                    help="time the reference on this many rows and scale to the slice (default: all)")
     ap.add_argument("--backends", nargs="+", default=None, help="fast backends (default: all that import)")
     args = ap.parse_args()
     fast = args.backends or [b for b in available_backends() if b != "reference"]
@@ -116,23 +130,27 @@ def main() -> None:
     for n in args.sizes:
         tensors, M = make_scene(n)
         npairs = contributing_pairs(tensors, M)
-        timings: dict[str, float] = {}
+        timings: dict[str, tuple[float, float]] = {}
         if args.reference_reps > 0 and not (args.skip_reference_50k and n > 20000):
-            timings["reference"] = min(fwd_bwd("reference", tensors, M) for _ in range(args.reference_reps))
+            timings["reference"] = min(fwd_bwd("reference", tensors, M, args.reference_rows)
+                                       for _ in range(args.reference_reps))
         for b in fast:
             fwd_bwd(b, tensors, M)  # warm-up (JIT, caches)
             ts = sorted(fwd_bwd(b, tensors, M) for _ in range(args.reps))
             timings[b] = ts[len(ts) // 2]
         ref = timings.get("reference")
-        for b, t in timings.items():
+        for b, (t, cpu) in timings.items():
             rows.append({
                 "gaussians": n,
                 "backend": b,
                 "ms_fwd_bwd": round(1e3 * t, 3),
-                "speedup_vs_reference": round(ref / t, 1) if ref else None,
+                "speedup_vs_reference": round(ref[0] / t, 1) if ref else None,
+                "cpu_ms_fwd_bwd": round(1e3 * cpu, 3),
+                "cpu_speedup_vs_reference": round(ref[1] / cpu, 1) if ref else None,
                 "pairs_per_s": round(npairs / t),
                 "contributing_pairs": npairs,
                 "threads": torch.get_num_threads(),
+                "reference_rows_timed": args.reference_rows if b == "reference" else None,
             })
     print(f"{'gaussians':>9} {'backend':>10} {'ms fwd+bwd':>11} {'x ref':>8} {'Mpairs/s':>9}")
     for r in rows:

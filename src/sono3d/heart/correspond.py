@@ -33,6 +33,7 @@ set, so the result is a displacement ``[V, 3]`` of exactly the template's vertic
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import asdict, dataclass, field
@@ -86,12 +87,16 @@ class CorrespondOptions:
     global_transform : str
         ``"affine"``, ``"similarity"``, ``"rigid"``, ``"translation"`` or ``"none"``.
     global_steps : int
-        Number of match-and-fit steps of the global transform (blur halving from
-        ``coarse_blur_mm``, not below ``global_min_blur_mm``).
+        Most match-and-fit steps of the global transform: the blur halves from
+        ``coarse_blur_mm`` down to ``global_min_blur_mm``, then the steps repeat at that blur until
+        the transform moves no point by more than 2% of it.
     global_min_blur_mm : float
         Smallest blur of the global steps.
     global_points : int
         The global steps use a random subset of about this many points of each set.
+    local_below_mm : float
+        Global steps with a blur at most this use the kernel-truncated solver
+        (:func:`ot_match_local`) instead of dense geomloss.
     levels : int
         Non-rigid match-and-smooth levels, blur geometric from ``nonrigid_blur_mm`` to ``blur_mm``.
     nonrigid_blur_mm : float
@@ -122,9 +127,10 @@ class CorrespondOptions:
     reach_mm: float | None = 20.0
     coarse_blur_mm: float = 16.0
     global_transform: str = "affine"
-    global_steps: int = 4
-    global_min_blur_mm: float = 2.0
-    global_points: int = 1500
+    global_steps: int = 10
+    global_min_blur_mm: float = 1.5
+    global_points: int = 500
+    local_below_mm: float = 0.0
     levels: int = 5
     nonrigid_blur_mm: float = 8.0
     spline_factor: float = 1.5
@@ -202,6 +208,23 @@ class Correspondence:
 # Cost added between points of different labels (mm²): exp(-_CROSS / ε) is exactly 0 in float32
 # for every ε the annealing visits, so no mass ever crosses labels.
 _CROSS = 1e8
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Run torch on one thread: the per-label problems are small, intra-op threads only add
+    overhead (and spin under CPU contention); parallelism comes from cohort workers instead."""
+    import torch
+
+    n = torch.get_num_threads()
+    if n == 1:  # already (nested call, or a cohort worker): switching thread pools is not free
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _as_points(x: np.ndarray, what: str) -> np.ndarray:
@@ -295,6 +318,7 @@ def _dense_inputs(x, y, a, b, lx, ly):  # noqa: ANN001, ANN202
     return X, Y, torch.from_numpy(a).float(), torch.from_numpy(b).float(), origin, diameter
 
 
+@_one_thread()
 def transport_plan(
     x: np.ndarray,
     y: np.ndarray,
@@ -327,6 +351,7 @@ def transport_plan(
     return plan
 
 
+@_one_thread()
 def ot_match(
     x: np.ndarray,
     y: np.ndarray,
@@ -338,11 +363,14 @@ def ot_match(
     labels_y: np.ndarray | None = None,
     scaling: float = 0.6,
     polish_iters: int = 3,
+    anneal_from: float | None = None,
 ) -> Match:
     """Soft barycentric match of points ``x [N, 3]`` onto ``y [M, 3]`` by robust OT (dense).
 
     One geomloss solve per label, so a point only ever receives mass from points of its own
-    label; masses (default uniform) are normalised to 1 per label. The row-normalised plan is
+    label; masses (default uniform) are normalised to 1 per label. geomloss anneals ε from the
+    diameter² of the two sets down to blur², or from ``anneal_from``² when that is smaller (for
+    sets that are already roughly aligned). The row-normalised plan is
     ``softmax_j(log β_j + (g_j - C_ij)/ε)`` (``f`` cancels) and the confidence is
     ``Σ_j π_ij / α_i = exp(f_i/ε + logsumexp_j(log β_j + (g_j - C_ij)/ε))``. Points whose label
     the target lacks keep their place with confidence 0.
@@ -356,6 +384,8 @@ def ot_match(
     for lab in np.unique(lx[ix]):
         bx, by = ix[lx[ix] == lab], iy[ly[iy] == lab]
         X, Y, A, B, origin, diameter = _dense_inputs(x[bx], y[by], a[bx], b[by], lx[bx], ly[by])
+        if anneal_from is not None:
+            diameter = max(min(diameter, float(anneal_from)), float(blur))
         with torch.no_grad():
             f, g, C, eps = _dense_potentials(X, Y, A, B, blur, reach, scaling, diameter, polish_iters)
             logits = (B.log() + g / eps)[None, :] - C / eps
@@ -377,6 +407,7 @@ def _segment_logsumexp(vals, idx, n):  # noqa: ANN001, ANN202
     return torch.log(s) + mx
 
 
+@_one_thread()
 def ot_match_local(
     x: np.ndarray,
     y: np.ndarray,
@@ -563,6 +594,7 @@ def _initial_transform(P, lx, a, Q, ly, b, shared):  # noqa: ANN001, ANN202
     return T
 
 
+@_one_thread()
 def correspond_points(
     template: np.ndarray,
     target: np.ndarray,
@@ -616,13 +648,24 @@ def correspond_points(
         T = _initial_transform(P0, lx, a, Q, ly, b, shared)
         rng = np.random.default_rng(0)
         ip = _subsample(lx, opt.global_points, rng)
-        iq = _subsample(ly, opt.global_points, rng)
+        iq_sub = _subsample(ly, opt.global_points, rng)
         for k in range(opt.global_steps):
             blur = max(opt.coarse_blur_mm / 2.0 ** k, opt.global_min_blur_mm)
-            m = ot_match(_apply(T, P0[ip]), Q[iq], a[ip], b[iq], blur=blur, reach=opt.reach_mm,
-                         labels_x=lx[ip], labels_y=ly[iq], scaling=opt.scaling, polish_iters=opt.polish_iters)
-            T = fit_global(P0[ip], m.target, m.confidence * a[ip], opt.global_transform)
-            history.append(("global", float(blur), len(ip), len(iq), time.perf_counter() - t0))
+            if blur > opt.local_below_mm:  # the target subset is dense enough at this blur
+                m = ot_match(_apply(T, P0[ip]), Q[iq_sub], a[ip], b[iq_sub], blur=blur, reach=opt.reach_mm,
+                             labels_x=lx[ip], labels_y=ly[iq_sub], scaling=opt.scaling,
+                             polish_iters=opt.polish_iters)
+            else:  # the whole target, so that matches land on its surface, not on a sparse subset
+                m = ot_match_local(_apply(T, P0[ip]), Q, a[ip], b, blur=blur, reach=opt.reach_mm,
+                                   labels_x=lx[ip], labels_y=ly, scaling=opt.scaling,
+                                   anneal_factor=opt.anneal_factor, polish_iters=opt.polish_iters)
+            T_new = fit_global(P0[ip], m.target, m.confidence * a[ip], opt.global_transform)
+            step = float(np.abs(_apply(T_new, P0[ip]) - _apply(T, P0[ip])).max())
+            T = T_new
+            history.append(("global", float(blur), len(ip), time.perf_counter() - t0))
+            # At the smallest blur, stop once the transform moves no point by more than 0.02 blur.
+            if blur <= opt.global_min_blur_mm and step < 0.02 * blur:
+                break
     base = _apply(T, P0)
 
     # Non-rigid part: match the current shape (kernel-truncated Sinkhorn, both sets pooled on a
@@ -925,6 +968,11 @@ def load_template(cohort_dir, template: str | None = None) -> Template:  # noqa:
         if not path.is_file():
             raise InputError(f"template {template!r} is neither a case of {cohort_dir} nor a mesh file")
         mesh, cavity, name = read_labelled_mesh(path), None, str(path)
+        sibling = path.parent / f"lv_cavity_{path.stem}{path.suffix}"  # a case folder's ed.vtp / es.vtp
+        if path.stem in PHASES and sibling.is_file():
+            import pyvista as pv
+
+            cavity = pv.read(str(sibling))
     if _point_labels(mesh) is None:
         raise InputError(f"template {name} has no 'elemTag' labels")
     return Template(name, mesh, template_hash(mesh), cavity)

@@ -104,10 +104,11 @@ def interpolate_field(
 ) -> np.ndarray:
     """Extend a field known at ``points`` to the positions ``at`` with an adaptive Gaussian kernel.
 
-    Each evaluation point uses a kernel scale of ``max(scale_mm, d_k / 2)``, where ``d_k`` is its
-    distance to the ``k``-th nearest sample, so that points on or near the sampled surface take
-    the local value and points far from it (a valve cap's centre) average a neighbourhood instead
-    of copying one sample. Only the ``k`` nearest samples take part.
+    Each evaluation point uses a kernel scale of ``max(scale_mm, d_1)``, where ``d_1`` is its
+    distance to the nearest sample, so that points on or near the sampled surface take the local
+    value (exactly, where they coincide with a sample) and points far from it (a valve cap's
+    centre) average their ``k`` nearest samples instead of copying one. Only the ``k`` nearest
+    samples take part.
 
     Parameters
     ----------
@@ -134,7 +135,10 @@ def interpolate_field(
     dist, idx = cKDTree(p).query(q, k=k)
     dist = dist.reshape(len(q), k)
     idx = idx.reshape(len(q), k)
-    s = np.maximum(scale_mm, dist[:, -1:] / 2.0)
+    s = np.maximum(scale_mm, dist[:, :1])
     # Shift by the nearest distance before exponentiating so the weights never all underflow.
     w = np.exp(-0.5 * ((dist ** 2 - dist[:, :1] ** 2) / s ** 2))
-    return np.einsum("kn,knc->kc", w, v[idx]) / w.sum(axis=1, keepdims=True)
+    out = np.einsum("kn,knc->kc", w, v[idx]) / w.sum(axis=1, keepdims=True)
+    exact = dist[:, 0] <= 1e-9 * (1.0 + scale_mm)
+    out[exact] = v[idx[exact, 0]]
+    return out

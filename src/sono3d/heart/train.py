@@ -74,8 +74,8 @@ class TrainConfig:
     """
 
     net: str = "small"
-    epochs: int = 30
-    batch_size: int = 16
+    epochs: int = 12
+    batch_size: int = 8
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_epochs: int = 1

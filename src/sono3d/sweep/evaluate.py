@@ -24,7 +24,7 @@ from sono3d.errors import InputError
 from sono3d.metrics import l1, mse, ncc, psnr, ssim
 
 __all__ = ["METRIC_KEYS", "holdout_split", "frame_metrics", "swept_region", "volume_metrics", "dice",
-           "demo_comparison"]
+           "demo_comparison", "pooled_psnr"]
 
 METRIC_KEYS = ("l1", "l2", "ssim", "psnr", "ncc")
 
@@ -69,8 +69,8 @@ def frame_metrics(rendered: np.ndarray, frames: np.ndarray, mask: np.ndarray | N
     Returns
     -------
     dict
-        ``l1``, ``l2`` (MSE), ``ssim``, ``psnr`` (dB, data range 1), ``ncc`` and ``frames``; NaN for
-        an empty set.
+        ``l1``, ``l2`` (MSE), ``ssim``, ``psnr`` (dB, data range 1), ``ncc``, ``psnr_pooled`` (from
+        the mean MSE, see :func:`pooled_psnr`) and ``frames``; NaN for an empty set.
     """
     a = np.asarray(rendered, dtype=np.float64)
     b = np.asarray(frames, dtype=np.float64)
@@ -78,7 +78,7 @@ def frame_metrics(rendered: np.ndarray, frames: np.ndarray, mask: np.ndarray | N
         raise InputError(f"rendered frames {a.shape} and recorded frames {b.shape} differ in shape")
     n = a.shape[0]
     if n == 0:
-        return {**{k: math.nan for k in METRIC_KEYS}, "frames": 0}
+        return {**{k: math.nan for k in METRIC_KEYS}, "psnr_pooled": math.nan, "frames": 0}
     can_ssim = min(a.shape[1:]) >= 11
     per: dict[str, list[float]] = {k: [] for k in METRIC_KEYS}
     for x, y in zip(a, b):
@@ -91,8 +91,18 @@ def frame_metrics(rendered: np.ndarray, frames: np.ndarray, mask: np.ndarray | N
     for key, vals in per.items():
         v = np.asarray(vals, dtype=np.float64)
         out[key] = float(np.nanmean(v)) if np.any(~np.isnan(v)) else math.nan
+    # PSNR of the set's mean squared error: finite and comparable even when some frames are
+    # reproduced exactly (a per-frame PSNR is then infinite and so is its mean).
+    out["psnr_pooled"] = pooled_psnr(out["l2"])
     out["frames"] = int(n)
     return out
+
+
+def pooled_psnr(mean_mse: float) -> float:
+    """``10 log10(1 / MSE)`` of a set's mean squared error (data range 1); inf for 0, NaN for NaN."""
+    if not math.isfinite(mean_mse):
+        return math.nan
+    return math.inf if mean_mse <= 0 else -10.0 * math.log10(mean_mse)
 
 
 def swept_region(affine: np.ndarray, shape: tuple[int, int, int], poses: np.ndarray,
@@ -213,6 +223,7 @@ def demo_comparison(out_dir: "str | os.PathLike[str]", seed: int = 0, frames: in
     cfg = config if config is not None else ReconstructConfig.from_preset("fast", seed=seed)
     report = reconstruct_to_folder(out / "sweep.seq.nrrd", out, cfg, truth_path=out / "truth.nii.gz",
                                    progress=progress)
-    report["baseline"] = evaluate_holdout(sweep, cfg.holdout or 5, CompoundConfig(spacing_mm=max(sweep.spacing_mm)))
+    base = evaluate_holdout(sweep, cfg.holdout or 5, CompoundConfig(spacing_mm=max(sweep.spacing_mm)))
+    report["baseline"] = {**base, "psnr_pooled": pooled_psnr(base["l2"])}
     write_report(out / "report.json", report)
     return report

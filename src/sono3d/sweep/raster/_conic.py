@@ -24,7 +24,7 @@ becomes ``q <= rad2 = cutoff^2 - delta^2/sigma_n^2`` per pair, so
 * its footprint is the pixel bounding box of that ellipse, half-widths
   ``sqrt(rad2 c / det)`` columns and ``sqrt(rad2 a / det)`` rows, ``det = a c - b^2``.
 
-The kernels (one ``torch.autograd.Function`` per backend) only see the packed per-pair parameters
+The pixel kernels (one ``torch.autograd.Function`` per backend) only see the packed per-pair parameters
 ``(c0, r0, a, b, c, w)`` plus the non-differentiable ``rad2``, footprint and slice index; their
 hand-written backward returns ``dL/d(c0, r0, a, b, c, w)`` per pair. The chain from those six
 numbers back to the Gaussian tensors and ``image_to_world`` is PyTorch autograd over ``[pairs]``
@@ -191,7 +191,8 @@ def render_pairs(
 ) -> torch.Tensor:
     """Cull, then draw the pairs with ``raster.apply(params, rad2, bbox, slice_index, B, H, W)``.
 
-    Every backend's ``render_slices`` is this function with its own ``raster`` Function.
+    The ``culled`` and ``triton`` backends are this function with their own ``raster`` Function
+    (``numba`` compiles the same preprocessing, see :mod:`._numba_pairs`).
     Returns ``(B, H, W)`` in the dtype of ``means``.
     """
     if image_to_world.ndim != 3 or tuple(image_to_world.shape[1:]) != (4, 4):

@@ -15,14 +15,15 @@ hand-derived throughout, so a training step pays no per-operation PyTorch overhe
   footprint and writes only its own ``dL/d(c0, r0, a, b, c, w)`` (the formulas of
   :class:`.culled.FootprintRaster`, with ``w`` and the conic factored out of the pixel loop and
   row sums hoisted out of the column loop);
-* **backward, chain** (``prange`` over pairs, then a serial scatter): the hand-derived gradient of
+* **backward, chain** (one thread over pairs, then a serial scatter): the hand-derived gradient of
   the conic w.r.t. means, log-scales, quaternions, opacity logits, intensities and the slice
   vectors of ``image_to_world`` (see :mod:`._numba_pairs`).
 
 Both kernels walk each footprint row between the two roots of ``q(col) = rad2`` rather than over
 the whole bounding box (a tilted, elongated ellipse fills a small part of its box); the two ends
 are trimmed with the exact test ``q <= rad2`` (``q`` is convex along a row, so the pixels between
-pass too), and ``exp(-q/2)`` follows a two-multiplication recurrence along the row. Pixel
+pass too), and ``exp(-q/2)`` follows a two-multiplication recurrence along rows and down the
+footprint's first column (six ``exp`` per footprint; see :func:`_rect_start`). Pixel
 arithmetic is float32 (the backward's sums float64); gradients come back in the inputs' dtypes.
 ``fastmath`` is on without the no-NaN/no-Inf assumptions (``rad2`` is ``inf`` without cutoff).
 Kernels are compiled on first use and cached on disk (``cache=True``); argument types never vary.
@@ -34,6 +35,7 @@ import math
 
 import numpy as np
 import torch
+import numba
 from numba import njit, prange
 from torch.autograd.function import once_differentiable
 
@@ -52,7 +54,7 @@ _MARGIN = np.float32(1e-2)
 _RECUR_MAX_RAD2 = 200.0
 
 
-@njit(cache=True, fastmath=_FASTMATH, inline="always")
+@njit(cache=True, fastmath=_FASTMATH)
 def _row_span(c0, a, b, c, rad2, dr, x_lo, x_hi):
     """The columns of row offset ``dr`` with ``q <= rad2``, clipped to ``[x_lo, x_hi]`` (empty: lo > hi)."""
     disc = (b * dr) * (b * dr) - a * (c * dr * dr - rad2)
@@ -83,7 +85,7 @@ def _row_span(c0, a, b, c, rad2, dr, x_lo, x_hi):
     return x_lo, x_hi
 
 
-@njit(cache=True, fastmath=_FASTMATH, inline="always")
+@njit(cache=True, fastmath=_FASTMATH)
 def _row_start(c0, a, lin, const, x0):
     """``exp(-q/2)`` at column ``x0`` and its ratio to the next column, in float64.
 
@@ -94,6 +96,40 @@ def _row_start(c0, a, lin, const, x0):
     dc = np.float64(x0) - np.float64(c0)
     q = dc * (np.float64(a) * dc + np.float64(lin)) + np.float64(const)
     return math.exp(-0.5 * q), math.exp(-0.5 * (np.float64(a) * (2.0 * dc + 1.0) + np.float64(lin)))
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _rect_start(c0, r0, a, b, c, xs, ys, xe, ye):
+    """Start of the 2D recurrence over the rectangle ``[xs, xe] x [ys, ye]``, or ``ok = False``.
+
+    Returns ``ok, E, Fy, Fx, Ga, Gb, Gc`` (float64): ``E = exp(-q/2)`` at ``(xs, ys)``; stepping a
+    row down multiplies ``E`` by ``Fy`` (then ``Fy *= Gc``, ``Fx *= Gb``), stepping a column right
+    multiplies by ``Fx`` (then ``Fx *= Ga``). Six ``exp`` per footprint instead of two per row.
+    Refused (``ok = False``) when some corner of the rectangle has ``q > 400`` or the conic is
+    extreme, where factors could leave float64's range.
+    """
+    c0 = np.float64(c0)
+    r0 = np.float64(r0)
+    a = np.float64(a)
+    b = np.float64(b)
+    c = np.float64(c)
+    if a > 100.0 or c > 100.0:
+        return False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    qmax = 0.0
+    for xx in (xs, xe):
+        for yy in (ys, ye):
+            dc = np.float64(xx) - c0
+            dr = np.float64(yy) - r0
+            qmax = max(qmax, a * dc * dc + 2.0 * b * dc * dr + c * dr * dr)
+    if qmax > 400.0:
+        return False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    dc = np.float64(xs) - c0
+    dr = np.float64(ys) - r0
+    q = a * dc * dc + 2.0 * b * dc * dr + c * dr * dr
+    E = math.exp(-0.5 * q)
+    Fy = math.exp(-0.5 * (2.0 * b * dc + c * (2.0 * dr + 1.0)))
+    Fx = math.exp(-0.5 * (a * (2.0 * dc + 1.0) + 2.0 * b * dr))
+    return True, E, Fy, Fx, math.exp(-a), math.exp(-b), math.exp(-c)
 
 
 @njit(cache=True)
@@ -143,9 +179,28 @@ def _forward(params, rad2, bbox, start, entries, B, H, W, T, out):
             rr = rad2[p]
             xa = max(bbox[p, 0], X0)
             xb = min(bbox[p, 1], X1)
+            ya = max(bbox[p, 2], Y0)
+            yb = min(bbox[p, 3], Y1)
+            ok, Ecol, Fy, Fx, Ga, Gb, Gc = _rect_start(c0, r0, a, b, c, xa, ya, xb, yb)
+            if ok:
+                for y in range(ya, yb + 1):
+                    xl, xh = _row_span(c0, a, b, c, rr, np.float32(y) - r0, xa, xb)
+                    E = Ecol
+                    F = Fx
+                    for x in range(xa, xl):
+                        E *= F
+                        F *= Ga
+                    for x in range(xl, xh + 1):
+                        acc[y - Y0, x - X0] += w * E
+                        E *= F
+                        F *= Ga
+                    Ecol *= Fy
+                    Fy *= Gc
+                    Fx *= Gb
+                continue
             recur = rr <= _RECUR_MAX_RAD2
             G = math.exp(-np.float64(a))
-            for y in range(max(bbox[p, 2], Y0), min(bbox[p, 3], Y1) + 1):
+            for y in range(ya, yb + 1):
                 dr = np.float32(y) - r0
                 xl, xh = _row_span(c0, a, b, c, rr, dr, xa, xb)
                 lin = 2.0 * b * dr
@@ -182,17 +237,38 @@ def _backward(params, rad2, bbox, sl, grad, out):
         s4 = 0.0  # sum g e dc dr
         s5 = 0.0  # sum g e dr^2
         g_s = grad[sl[p]]
+        xa = bbox[p, 0]
+        xb = bbox[p, 1]
+        ok, Ecol, Fy, Fx, Ga, Gb, Gc = _rect_start(c0, r0, a, b, c, xa, bbox[p, 2], xb, bbox[p, 3])
         recur = rr <= _RECUR_MAX_RAD2
         G = math.exp(-np.float64(a))
         for y in range(bbox[p, 2], bbox[p, 3] + 1):
             dr = np.float32(y) - r0
-            xl, xh = _row_span(c0, a, b, c, rr, dr, bbox[p, 0], bbox[p, 1])
+            xl, xh = _row_span(c0, a, b, c, rr, dr, xa, xb)
             lin = 2.0 * b * dr
             const = c * dr * dr
             t0 = 0.0
             t1 = 0.0
             t3 = 0.0
-            if recur:
+            if ok:
+                E = Ecol
+                F = Fx
+                for x in range(xa, xl):
+                    E *= F
+                    F *= Ga
+                dc = np.float64(xl) - np.float64(c0)
+                for x in range(xl, xh + 1):
+                    ge = g_s[y, x] * E
+                    t0 += ge
+                    t1 += ge * dc
+                    t3 += ge * dc * dc
+                    E *= F
+                    F *= Ga
+                    dc += 1.0
+                Ecol *= Fy
+                Fy *= Gc
+                Fx *= Gb
+            elif recur:
                 E, F = _row_start(c0, a, lin, const, xl)
                 dc = np.float64(xl) - np.float64(c0)
                 for x in range(xl, xh + 1):
@@ -222,6 +298,28 @@ def _backward(params, rad2, bbox, sl, grad, out):
         out[p, 3] = -w * s4
         out[p, 4] = -0.5 * w * s5
         out[p, 5] = s0
+
+
+#: below this many footprint pixels (about a millisecond of work) the pixel kernels run on one
+#: thread: waking a second one costs more, and on a busy machine it can wait a whole time slice
+_PARALLEL_MIN_PIXELS = 1 << 18
+
+
+def _kernel_threads(bbox: np.ndarray) -> int:
+    if bbox.shape[0] == 0:
+        return 1
+    pixels = int(((bbox[:, 1] - bbox[:, 0] + 1).astype(np.int64) * (bbox[:, 3] - bbox[:, 2] + 1)).sum())
+    return numba.get_num_threads() if pixels >= _PARALLEL_MIN_PIXELS else 1
+
+
+def _run(threads: int, kernel, *args) -> None:
+    """Call a parallel kernel on ``threads`` threads, restoring the caller's setting."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        kernel(*args)
+    finally:
+        numba.set_num_threads(before)
 
 
 def _as_np(t: torch.Tensor, dtype) -> np.ndarray:
@@ -255,15 +353,15 @@ def numba_pairs(means, log_scales, quats, opacity_logits, intensities, image_to_
     cut2 = np.inf if cutoff is None else float(cutoff) ** 2
     counts = np.zeros(B, np.int64)
     if G:
-        _np.count_candidates(mu, L, smax, u, v, o, n, gi, cut2, H, W, counts)
+        _run(1, _np.count_candidates, mu, L, smax, u, v, o, n, gi, cut2, H, W, counts)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     P = int(offsets[-1])
     ps, pg = np.empty(P, np.int32), np.empty(P, np.int32)
     params, rad2 = np.empty((P, 6)), np.empty(P)
     bbox, valid = np.empty((P, 4), np.int32), np.empty(P, np.bool_)
     if P:
-        _np.fill_pairs(mu, L, smax, sig, it, u, v, o, n, gi, cut2, H, W, offsets, ps, pg, params, rad2,
-                       bbox, valid)
+        _run(1, _np.fill_pairs, mu, L, smax, sig, it, u, v, o, n, gi, cut2, H, W, offsets, ps, pg, params,
+             rad2, bbox, valid)
     keep = np.flatnonzero(valid)
     return {
         "slice": ps[keep], "gauss": pg[keep], "params": params[keep], "rad2": rad2[keep], "bbox": bbox[keep],
@@ -281,10 +379,9 @@ def numba_pairs_backward(pairs: dict, gparams: np.ndarray) -> list[np.ndarray]:
     g_ol, g_int = np.zeros((P, 1)), np.zeros((P, 1))
     g_u, g_v, g_o = np.zeros((P, 3)), np.zeros((P, 3)), np.zeros((P, 3))
     if P:
-        _np.pairs_backward(pairs["means"], pairs["L"], pairs["qn"], pairs["qnorm"], pairs["sig"],
-                           pairs["intensities"], pairs["u"], pairs["v"], pairs["o"], pairs["slice"],
-                           pairs["gauss"], np.ascontiguousarray(gparams, np.float64), g_mu, g_ls, g_q,
-                           g_ol[:, 0], g_int[:, 0], g_u, g_v, g_o)
+        _run(1, _np.pairs_backward, pairs["means"], pairs["L"], pairs["qn"], pairs["qnorm"], pairs["sig"],
+             pairs["intensities"], pairs["u"], pairs["v"], pairs["o"], pairs["slice"], pairs["gauss"],
+             np.ascontiguousarray(gparams, np.float64), g_mu, g_ls, g_q, g_ol[:, 0], g_int[:, 0], g_u, g_v, g_o)
     per_gauss = np.zeros((G, 12))
     _np.scatter_add_rows(per_gauss, pairs["gauss"], np.concatenate([g_mu, g_ls, g_q, g_ol, g_int], axis=1))
     per_slice = np.zeros((B, 9))
@@ -308,20 +405,21 @@ class NumbaRender(torch.autograd.Function):
         p32 = pairs["params"].astype(np.float32)
         r32 = pairs["rad2"].astype(np.float32)
         out = np.zeros((B, H, W), np.float32)
+        threads = _kernel_threads(pairs["bbox"])
         if p32.shape[0]:
             start, entries = _bin_tiles(pairs["bbox"], pairs["slice"], B, H, W, TILE)
-            _forward(p32, r32, pairs["bbox"], start, entries, B, H, W, TILE, out)
-        ctx.state = (pairs, p32, r32)
+            _run(threads, _forward, p32, r32, pairs["bbox"], start, entries, B, H, W, TILE, out)
+        ctx.state = (pairs, p32, r32, threads)
         ctx.dtypes = [t.dtype for t in (means, log_scales, quats, opacity_logits, intensities, image_to_world)]
         return torch.from_numpy(out).to(means.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_image):
-        pairs, p32, r32 = ctx.state
+        pairs, p32, r32, threads = ctx.state
         gparams = np.zeros(p32.shape, np.float32)
         if p32.shape[0]:
-            _backward(p32, r32, pairs["bbox"], pairs["slice"], _as_np(grad_image, np.float32), gparams)
+            _run(threads, _backward, p32, r32, pairs["bbox"], pairs["slice"], _as_np(grad_image, np.float32), gparams)
         grads = numba_pairs_backward(pairs, gparams)
         out = [torch.from_numpy(np.ascontiguousarray(g)).to(dt) for g, dt in zip(grads, ctx.dtypes)]
         return (*out, None, None, None)

@@ -1,0 +1,149 @@
+"""S2MNet and the voxel baseline: shapes, the occupancy rule, and LV volumes / EF of analytic shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sono3d.errors import InputError
+from sono3d.geometry.mesh import triangles
+from sono3d.heart.data import echo_frame, from_frame, split_cases, to_frame
+from sono3d.heart.evaluate import inside_parity, occupancy, surface_components, union_box
+from sono3d.heart.predict import lv_volumes_from_points, template_mesh_with
+from sono3d.heart.s2mnet import NetConfig, S2MNet, VoxelNet, build_model
+
+
+@pytest.fixture(scope="module")
+def tiny() -> NetConfig:
+    return NetConfig.preset("tiny")
+
+
+def test_s2mnet_shapes_and_zero_start(tiny):
+    torch.manual_seed(0)
+    tpl = torch.randn(50, 3) * 30
+    net = S2MNet(tiny, tpl, displacement_scale_mm=5.0).eval()
+    x = torch.rand(2, 6, tiny.image_size, tiny.image_size)
+    with torch.no_grad():
+        d = net(x)
+        f = net.field(x, size=8)
+        pts = net.predict_points(x)
+    assert d.shape == (2, 50, 3)
+    assert f.shape == (2, 3, 8, 8, 8)
+    # the last decoder layer starts at zero: an untrained network returns the template
+    assert torch.count_nonzero(d) == 0
+    assert torch.equal(pts[0], tpl)
+
+
+def test_s2mnet_field_agrees_with_vertex_sampling(tiny):
+    torch.manual_seed(1)
+    tpl = torch.tensor([[-10.0, -20.0, -30.0], [10.0, 20.0, 30.0]])
+    net = S2MNet(tiny, tpl, margin=0.0).eval()
+    torch.nn.init.normal_(net.decoder[-1].weight, std=0.1)
+    x = torch.rand(1, 6, tiny.image_size, tiny.image_size)
+    with torch.no_grad():
+        f = net.field(x, size=5)  # grid corners are the box corners: the template's two points
+        d = net(x)
+    assert torch.allclose(f[0, :, 0, 0, 0], d[0, 0], atol=1e-5)
+    assert torch.allclose(f[0, :, -1, -1, -1], d[0, 1], atol=1e-5)
+
+
+def test_voxelnet_shapes(tiny):
+    net = build_model("voxel", tiny, box_centre=torch.zeros(3), box_half=torch.full((3,), 50.0)).eval()
+    assert isinstance(net, VoxelNet)
+    with torch.no_grad():
+        y = net(torch.rand(3, 6, tiny.image_size, tiny.image_size))
+    assert y.shape == (3, tiny.voxel_channels, tiny.voxel_size, tiny.voxel_size, tiny.voxel_size)
+
+
+def test_bad_network_input(tiny):
+    net = S2MNet(tiny, torch.zeros(4, 3))
+    with pytest.raises(InputError, match=r"\[B, 6, H, W\]"):
+        net(torch.rand(1, 5, 64, 64))
+    with pytest.raises(InputError, match="unknown network preset"):
+        NetConfig.preset("huge")
+    with pytest.raises(InputError, match="unknown model"):
+        build_model("nerf", tiny)
+
+
+def _sphere(radius: float, res: int = 80):
+    import pyvista as pv
+
+    return pv.Sphere(radius=radius, theta_resolution=res, phi_resolution=res)
+
+
+def test_inside_parity_matches_the_enclosed_volume():
+    from sono3d.geometry.mesh import enclosed_volume_mm3
+
+    s = _sphere(20.0)
+    occ = inside_parity(np.asarray(s.points), triangles(s), np.full(3, -25.0), np.full(3, 25.0), 100)
+    assert occ.shape == (100, 100, 100)
+    assert occ.sum() * 0.5 ** 3 == pytest.approx(enclosed_volume_mm3(s), rel=5e-3)
+    assert occ[50, 50, 50] and not occ[0, 0, 0]
+
+
+def test_occupancy_is_the_union_of_components_and_fills_shells():
+    # two nested spheres (a shell, like a chamber wall) plus a separate sphere
+    outer, inner, other = _sphere(20.0, 40), _sphere(15.0, 40), _sphere(5.0, 30).translate((40, 0, 0))
+    merged = outer.merge([inner, other], merge_points=False)
+    P, F = np.asarray(merged.points), triangles(merged)
+    comp = surface_components(F, len(P))
+    assert len(np.unique(comp)) == 3
+    lo, hi = union_box(P, pad_mm=2.0)
+    heart, cav = occupancy(P, F, lo, hi, 64, comp)
+    assert cav is None
+    h = (hi - lo) / 64
+    centre = np.floor((np.array([0.0, 0.0, 0.0]) - lo) / h).astype(int)
+    assert heart[centre[2], centre[1], centre[0]]  # inside the inner sphere: occupied, not a hole
+    vol = heart.sum() * np.prod(h)
+    expect = 4 / 3 * np.pi * (20.0 ** 3 + 5.0 ** 3)
+    assert vol == pytest.approx(expect, rel=0.03)
+
+
+def _ellipsoid_template(res: int = 90):
+    s = _sphere(1.0, res)
+    f = triangles(s)
+    return {"points": np.asarray(s.points, dtype=np.float64), "faces": f, "lv_cavity_faces": f,
+            "cell_elemTag": np.ones(len(f), dtype=np.int64)}
+
+
+def test_ef_of_analytic_ellipsoids_through_the_predict_volume_code():
+    tpl = _ellipsoid_template()
+    axes_ed = np.array([25.0, 22.0, 45.0])
+    k = np.array([0.8, 0.78, 0.9])  # radial and longitudinal shortening
+    ed = tpl["points"] * axes_ed
+    es = tpl["points"] * axes_ed * k
+    edv = lv_volumes_from_points(tpl, ed)
+    esv = lv_volumes_from_points(tpl, es)
+    analytic = 4 / 3 * np.pi * np.prod(axes_ed) / 1000.0
+    assert edv == pytest.approx(analytic, rel=0.01)
+    assert esv == pytest.approx(analytic * np.prod(k), rel=0.01)
+    from sono3d.heart.clinical import ejection_fraction
+
+    # both phases share the triangulation, so the EF is exact whatever the discretisation
+    assert ejection_fraction(edv, esv) == pytest.approx((1 - np.prod(k)) * 100, abs=1e-6)
+
+
+def test_open_cavity_is_refused():
+    tpl = _ellipsoid_template(20)
+    tpl["lv_cavity_faces"] = tpl["faces"][:-3]
+    with pytest.raises(InputError, match="not watertight"):
+        lv_volumes_from_points(tpl, tpl["points"] * 30)
+    mesh = template_mesh_with(_ellipsoid_template(20), np.zeros((len(tpl["points"]), 3)))
+    assert "elemTag" in mesh.cell_data and "lv_cavity_faces" in mesh.field_data
+
+
+def test_echo_frame_round_trip_and_splits():
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    M = np.eye(4)
+    M[:3, :3] = q * 1.7  # image_to_world with 1.7 mm pixels
+    M[:3, 3] = [10.0, -5.0, 3.0]
+    T = echo_frame(M)
+    assert np.allclose(T[:3, :3].T @ T[:3, :3], np.eye(3))
+    p = rng.normal(size=(20, 3)) * 40
+    assert np.allclose(from_frame(to_frame(p, T), T), p)
+    ids = [f"{i:05d}" for i in range(50)]
+    a, b = split_cases(ids, 7), split_cases(ids, 7)
+    assert a == b and (len(a["train"]), len(a["val"]), len(a["test"])) == (40, 5, 5)
+    assert not set(a["train"]) & set(a["test"]) and split_cases(ids, 8) != a
