@@ -1,7 +1,7 @@
 """Benchmark: template correspondences by robust OT on a synthetic cohort, and onto GHDHeart.
 
 Generates a small synthetic cohort (or uses ``--cohort DIR``), runs ``correspond_cohort`` with the
-default options, and maps the template's four blood pools onto the GHDHeart surfaces in
+default options, and maps the template's LV myocardium and RV, LA, RA blood pools onto the GHDHeart surfaces in
 ``../shared/data/hearts/ghdheart`` (when present). Prints a table and one JSON line.
 
     .venv/bin/python benchmarks/bench_correspond.py [--n 8] [--workers 2] [--cohort DIR]
@@ -22,14 +22,15 @@ GHD = ROOT.parent / "shared" / "data" / "hearts" / "ghdheart"
 
 
 def ghdheart_mapping(template_mesh) -> dict | None:  # noqa: ANN001
-    """Chamfer (mm) of the template's blood pools deformed onto GHDHeart, overall and per chamber."""
+    """Chamfer (mm) of the template's GHDHeart surfaces (LV myocardium, RV/LA/RA blood pools)
+    deformed onto GHDHeart, overall and per chamber."""
     from sono3d.heart.cohort import read_ghdheart
-    from sono3d.heart.correspond import blood_pool_template, correspond_meshes, deformation_quality
+    from sono3d.heart.correspond import ghdheart_template, correspond_meshes, deformation_quality
     from sono3d.metrics.surface import nearest_distances
 
     if not GHD.is_dir():
         return None
-    pools = blood_pool_template(template_mesh)
+    pools = ghdheart_template(template_mesh)
     target = read_ghdheart(GHD)
     c0 = time.process_time()
     res = correspond_meshes(pools, target.ed)

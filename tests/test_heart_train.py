@@ -46,6 +46,28 @@ def test_dataset_targets_and_seeded_augmentation(cohort):
                        atol=1e-3)
 
 
+def test_deformation_targets_match_the_identity_when_exact(cohort, tmp_path):
+    import shutil
+
+    import pyvista as pv
+
+    c = tmp_path / "c"
+    shutil.copytree(cohort, c)
+    tpl = np.asarray(pv.read(str(c / "cases" / "00000" / "ed.vtp")).points, dtype=np.float64)
+    for cid in ("00001", "00002"):
+        d = {ph: np.asarray(pv.read(str(c / "cases" / cid / f"{ph}.vtp")).points, dtype=np.float64) - tpl
+             for ph in ("ed", "es")}
+        np.savez(c / "cases" / cid / "deformation.npz", **d, template_id=np.array("00000"))
+    ids = ["00001", "00002"]
+    a = load_cohort_arrays(c, ids, size=64, targets="auto")
+    b = load_cohort_arrays(c, ids, size=64, targets="identity")
+    assert a.source == "deformation" and b.source == "identity"
+    assert np.allclose(a.points, b.points, atol=1e-3)
+    np.savez(c / "cases" / "00002" / "deformation.npz", ed=np.zeros((3, 3)))
+    with pytest.raises(Exception, match="needs arrays"):
+        load_cohort_arrays(c, ids, size=64, targets="deformation")
+
+
 def test_tiny_overfit_loss_falls_tenfold(cohort):
     arr = load_cohort_arrays(cohort, ["00000", "00001"], size=64)
     V = arr.points.shape[2]

@@ -74,7 +74,7 @@ def test_tracked_poses_are_checked():
     P = fan_prior_poses(3, SHAPE, SPACING, 30.0)
     assert np.allclose(resolve_poses(Sweep(frames, P, SPACING), "tracked"), P)
     sheared = P.copy()
-    sheared[1, 0, 1] += 0.3
+    sheared[1, 0, 1] += 0.3  # 31 degrees of shear
     with pytest.raises(InputError, match="not rigid"):
         resolve_poses(Sweep(frames, sheared, SPACING), "tracked")
     nan = P.copy()
@@ -119,3 +119,25 @@ def test_pose_refinement_receives_gradients_through_the_rasterizer():
     (img * torch.linspace(0, 1, 12, dtype=torch.float64)).sum().backward()
     assert ref.rot.grad is not None and ref.rot.grad.abs().sum() > 0
     assert ref.trans.grad.abs().sum() > 0
+
+
+def test_tracked_poses_tolerate_calibration_shear_but_not_wrong_scale():
+    frames = np.ones((3,) + SHAPE, np.float32)
+    P = fan_prior_poses(3, SHAPE, SPACING, 30.0)
+    slight = P.copy()
+    slight[:, :3, 1] += 0.02 * slight[:, :3, 0] / SPACING[1] * SPACING[0]  # ~1 degree, as PLUS calibrations have
+    assert np.allclose(resolve_poses(Sweep(frames, slight, SPACING), "tracked"), slight)
+    scaled = P.copy()
+    scaled[2, :3, 0] *= 1.5
+    with pytest.raises(InputError, match="frame 2 is not rigid"):
+        resolve_poses(Sweep(frames, scaled, SPACING), "tracked")
+
+
+def test_real_plus_sweep_poses_are_accepted():
+    from conftest import shared_file
+
+    from sono3d.io import read_sweep
+
+    sweep = read_sweep(shared_file("plus/SpinePhantomFreehand.igs.mha"),
+                       plus_config=shared_file("plus/PlusDeviceSet_SpinePhantomFreehandReconstructionOnly.xml"))
+    assert resolve_poses(sweep, "tracked").shape == (sweep.n_frames, 4, 4)

@@ -4,6 +4,9 @@ The cutoff makes each contribution discontinuous where a pixel's Mahalanobis dis
 cutoff; there two correct implementations may round to opposite sides. Comparisons therefore
 ignore "ambiguous" pixels (some Gaussian within a hair of the cutoff there): the forward is
 compared elsewhere and the upstream gradient is zero there, so gradients compare exactly too.
+
+The triton backend's tests run with CUDA, or on the CPU under Triton's interpreter
+(``TRITON_INTERPRET=1`` with triton installed); otherwise they skip.
 """
 
 from __future__ import annotations
@@ -109,6 +112,23 @@ def test_backend_matches_reference_with_cutoff(backend, seed):
     # float64 for culled (exact up to rounding); numba and triton compute in float32
     exact = backend == "culled"
     assert_match(backend, tensors, shape, 3.0, torch.float64 if exact else torch.float32, 1e-9 if exact else 2e-5)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_needles_and_specks_match_reference(backend):
+    """Thin tilted needles (footprint corners far outside the ellipse) and sub-pixel specks: the
+    numba kernels' fallbacks from the 2D exp recurrence."""
+    _backend_or_skip(backend)
+    tensors, shape = random_scene(8, G=24)
+    g = torch.Generator().manual_seed(9)
+    long_axis = torch.log(torch.tensor([0.04, 4.0, 0.4], dtype=torch.float64))
+    speck = torch.log(torch.tensor([0.03, 0.03, 0.03], dtype=torch.float64))
+    tensors[1] = torch.where((torch.arange(24) % 2 == 0)[:, None], long_axis, speck)
+    tensors[1] = tensors[1] + 0.1 * torch.randn(24, 3, generator=g, dtype=torch.float64)
+    exact = backend == "culled"
+    # A speck a sixteenth of a pixel wide turns the ~1e-5 px float32 error of its centre into
+    # ~1e-3 of its value, hence the looser float32 tolerance (real bugs give errors of order 1).
+    assert_match(backend, tensors, shape, 3.0, torch.float64 if exact else torch.float32, 1e-9 if exact else 2e-3)
 
 
 @pytest.mark.parametrize("backend", FAST)

@@ -20,7 +20,7 @@ def _spacing(value: Optional[float]) -> Optional[tuple[float, float]]:
 
 def reconstruct(
     sweep: Path = typer.Argument(..., help="Sweep file (.seq.nrrd, .igs.mha, DICOM, video, image folder)."),
-    out_dir: Path = typer.Argument(..., help="Output folder for gaussians.ply, volume.nii.gz, slices.png, report.json."),
+    out_dir: Path = typer.Argument(..., help="Output folder: gaussians.ply, volume.nii.gz, slices.png, report.json."),
     preset: str = typer.Option("fast", "--preset", help="Configuration preset: paper, fast or small."),
     poses: Optional[str] = typer.Option(None, "--poses", help="tracked (from the file) or fan (sensorless prior)."),
     span: Optional[float] = typer.Option(None, "--span", help="Fan prior: total sweep angle in degrees (default 120)."),
@@ -28,7 +28,8 @@ def reconstruct(
     pivot_offset: Optional[float] = typer.Option(None, "--pivot-offset",
                                                  help="Fan prior: pivot distance above the probe face, mm."),
     spacing: Optional[float] = typer.Option(None, "--spacing", help="Pixel spacing in mm when the file has none."),
-    gaussians_per_slice: Optional[int] = typer.Option(None, "--gaussians-per-slice", help="Initial Gaussians per slice."),
+    gaussians_per_slice: Optional[int] = typer.Option(None, "--gaussians-per-slice",
+                                                      help="Initial Gaussians per slice."),
     init: Optional[str] = typer.Option(None, "--init", help="on-slice or uniform initialisation."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Frames per optimisation step."),

@@ -453,9 +453,12 @@ def _read_surface(path: Path, scale: float) -> Any:
 def read_ghdheart(folder: str | os.PathLike[str], case: str = "ghdheart", scale: float = 100.0) -> HeartCase:
     """The GHDHeart four-chamber surfaces (``LV.obj RV.obj LA.obj RA.obj``; coordinates x 100 = mm).
 
-    They are blood pools: each is tagged with its chamber's label (LV 1, RV 2, LA 3, RA 4) and the LV
-    surface is the end-diastolic LV cavity. Raises :class:`InputError` when a file is missing or the
-    LV surface is not watertight.
+    ``LV.obj`` is the LV *myocardium*: one closed cup-shaped surface whose inner wall is the
+    endocardium and outer wall the epicardium (its centroid lies outside the closed surface, in the
+    cavity). Its enclosed volume (about 115 mL) is therefore the myocardial volume, not the EDV, and
+    no closed LV cavity can be read from it (``lv_cavity_ed`` is ``None``). ``RV``, ``LA`` and ``RA``
+    are single-walled blood pools. Tags: LV 1, RV 2, LA 3, RA 4. Raises :class:`InputError` when a
+    file is missing or the LV surface is not watertight.
     """
     import pyvista as pv
 
@@ -466,21 +469,21 @@ def read_ghdheart(folder: str | os.PathLike[str], case: str = "ghdheart", scale:
     if missing:
         raise InputError(f"{d}: not a GHDHeart folder (missing {', '.join(missing)})")
     pieces = []
-    lv = None
+    myocardium_ml = 0.0
     for name, tag in _GHD_FILES.items():
         m = _read_surface(d / name, scale).triangulate()
         m.clear_data()
         m.cell_data["elemTag"] = np.full(m.n_cells, tag, dtype=np.int32)
         m.point_data["elemTag"] = np.full(m.n_points, tag, dtype=np.int32)
         if tag == 1:
-            require_watertight(m, f"{d / name} (LV cavity)")
-            lv = m.copy()
+            require_watertight(m, f"{d / name} (LV myocardium)")
+            myocardium_ml = enclosed_volume_mm3(m) / 1000.0
         pieces.append(m)
     heart = pieces[0].merge(pieces[1:], merge_points=False)
     if not isinstance(heart, pv.PolyData):
-        heart = heart.extract_surface()
-    edv = enclosed_volume_mm3(lv) / 1000.0
-    return HeartCase(id=case, ed=heart, lv_cavity_ed=lv, params={"edv_ml": edv}, source=str(d))
+        heart = heart.extract_surface(algorithm="dataset_surface")
+    return HeartCase(id=case, ed=heart, lv_cavity_ed=None, params={"lv_myocardium_ml": myocardium_ml},
+                     source=str(d))
 
 
 def read_cohort(path: str | os.PathLike[str]) -> list[HeartCase]:

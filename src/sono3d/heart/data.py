@@ -22,8 +22,8 @@ the poses are known.
 Where the targets come from
 ---------------------------
 ``targets="deformation"``: ``cases/<id>/deformation.npz`` written by ``sono3d heart correspond``
-(template-vertex displacements per phase; the template's world points come from the file or from the
-template case it names). ``targets="identity"``: the case's own ``ed.vtp``/``es.vtp`` vertices, which
+(template-vertex displacements ``ed``, ``es`` [V, 3]; the template is the case or mesh file named by
+``template_id``, whose vertices plus the displacements give the target points in the world). ``targets="identity"``: the case's own ``ed.vtp``/``es.vtp`` vertices, which
 for a generated cohort are already in the template's vertex order (the exact correspondence).
 ``"auto"`` takes deformations when every case has one and the identity otherwise.
 In both cases the network's template is the mean, over the **training split**, of the targets in the
@@ -243,31 +243,29 @@ class CohortArrays:
     template_mesh: Any
 
 
-def _deformation_targets(cohort: Path, cid: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """World points ``[2, V, 3]`` from ``deformation.npz`` and the template mesh's points, or None."""
+def _deformation_targets(cohort: Path, cid: str, templates: dict[str, Any]) -> np.ndarray:
+    """World points ``[2, V, 3]`` of a case from its ``deformation.npz`` (arrays ``ed``, ``es``: the
+    displacements of the template's vertices, and ``template_id``: the case id or mesh path of the
+    template, as ``sono3d heart correspond`` writes them). Loaded templates are cached in ``templates``."""
+    from sono3d.heart.correspond import load_template
+
     path = cohort / "cases" / cid / "deformation.npz"
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as z:
-        d = {k: z[k] for k in z.files}
-    disp = None
-    for keys in (("ed", "es"), ("displacement_ed", "displacement_es"), ("disp_ed", "disp_es")):
-        if all(k in d for k in keys):
-            disp = np.stack([d[k] for k in keys])
-            break
-    if disp is None:
-        for k in ("displacements", "displacement"):
-            if k in d and np.asarray(d[k]).ndim == 3 and d[k].shape[0] == 2:
-                disp = np.asarray(d[k])
-    if disp is None:
-        raise FileFormatError(f"{path}: no per-phase displacements (keys: {', '.join(d)})")
-    tpl = None
-    for k in ("template_points", "template"):
-        if k in d and np.asarray(d[k]).ndim == 2:
-            tpl = np.asarray(d[k], dtype=np.float64)
-    if tpl is None:
-        raise FileFormatError(f"{path}: no template points stored with the displacements")
-    return tpl[None] + disp, tpl
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise FileFormatError(f"{path}: cannot read deformations ({exc})") from None
+    if not all(k in d for k in PHASES) or "template_id" not in d:
+        raise FileFormatError(f"{path}: needs arrays 'ed', 'es' and 'template_id' (keys: {', '.join(d)})")
+    tid = str(d["template_id"])
+    if tid not in templates:
+        templates[tid] = load_template(cohort, tid).mesh
+    tpl = np.asarray(templates[tid].points, dtype=np.float64)
+    disp = np.stack([np.asarray(d[k], dtype=np.float64) for k in PHASES])
+    if disp.shape != (2, *tpl.shape):
+        raise FileFormatError(f"{path}: displacements of shape {list(disp.shape)} do not fit the template "
+                              f"{tid} ({len(tpl)} vertices)")
+    return tpl[None] + disp
 
 
 def load_cohort_arrays(cohort_dir: str | os.PathLike[str], ids: list[str], size: int,
@@ -281,6 +279,7 @@ def load_cohort_arrays(cohort_dir: str | os.PathLike[str], ids: list[str], size:
         targets = "deformation" if has and ids else "identity"
     echo, pts, frames = [], [], []
     template_mesh = None
+    templates: dict[str, Any] = {}
     n_vert = None
     for cid in ids:
         d = cohort / "cases" / cid
@@ -297,7 +296,9 @@ def load_cohort_arrays(cohort_dir: str | os.PathLike[str], ids: list[str], size:
                              f"got {list(e.shape)} and {list(poses.shape)}")
         T = np.stack([echo_frame(poses[p, 0]) for p in range(2)])
         if targets == "deformation":
-            world, _ = _deformation_targets(cohort, cid)  # type: ignore[misc]
+            world = _deformation_targets(cohort, cid, templates)
+            if template_mesh is None:
+                template_mesh = next(iter(templates.values()))
         else:
             meshes = [_read_mesh(d / f"{ph}.vtp") for ph in PHASES]
             world = np.stack([np.asarray(m.points, dtype=np.float64) for m in meshes])
@@ -312,7 +313,7 @@ def load_cohort_arrays(cohort_dir: str | os.PathLike[str], ids: list[str], size:
         pts.append(np.stack([to_frame(world[p], T[p]) for p in range(2)]).astype(np.float32))
         frames.append(T)
     if template_mesh is None:
-        template_mesh = _correspondence_template(cohort, n_vert)
+        raise InputError(f"{cohort}: no cases to load")
     return CohortArrays(list(ids), np.stack(echo), np.stack(pts), np.stack(frames), targets, template_mesh)
 
 
@@ -325,25 +326,6 @@ def _read_mesh(path: Path) -> Any:
         return pv.read(str(path))
     except Exception as exc:  # noqa: BLE001 - VTK raises many types for corrupt files
         raise FileFormatError(f"{path}: cannot read mesh ({' '.join(str(exc).split())[:100]})") from None
-
-
-def _correspondence_template(cohort: Path, n_vert: int | None) -> Any:
-    """The template mesh a correspondence run used (its connectivity and labels)."""
-    import pyvista as pv
-
-    for name in ("template.vtp", "correspondence_template.vtp"):
-        if (cohort / name).is_file():
-            m = pv.read(str(cohort / name))
-            if n_vert is None or m.n_points == n_vert:
-                return m
-    report = cohort / "correspondence_report.json"
-    if report.is_file():
-        tpl = json.loads(report.read_text(encoding="utf-8")).get("template")
-        if isinstance(tpl, str):
-            cand = Path(tpl) if Path(tpl).is_file() else cohort / "cases" / tpl / "ed.vtp"
-            if cand.is_file():
-                return pv.read(str(cand))
-    raise InputError(f"{cohort}: cannot find the correspondence template mesh (template.vtp)")
 
 
 def voxel_box(points: np.ndarray, pad_mm: float = 4.0) -> tuple[np.ndarray, np.ndarray]:

@@ -132,7 +132,8 @@ def swept_region(affine: np.ndarray, shape: tuple[int, int, int], poses: np.ndar
     outline += [(c_last.min(), r_last), (c_last.max(), r_last)]
     px = np.asarray(outline, dtype=np.float64)
     P = np.asarray(poses, dtype=np.float64)
-    pts = (px[None, :, 0:1] * P[:, None, :3, 0] + px[None, :, 1:2] * P[:, None, :3, 1] + P[:, None, :3, 3]).reshape(-1, 3)
+    pts = px[None, :, 0:1] * P[:, None, :3, 0] + px[None, :, 1:2] * P[:, None, :3, 1] + P[:, None, :3, 3]
+    pts = pts.reshape(-1, 3)
     try:
         hull = Delaunay(pts)
     except (QhullError, ValueError):  # flat sweep (all frames in one plane): nothing enclosed
@@ -188,7 +189,7 @@ def volume_metrics(recon: np.ndarray, truth: np.ndarray, region: np.ndarray | No
     }
 
 
-def demo_comparison(out_dir: "str | os.PathLike[str]", seed: int = 0, frames: int = 40, size_px: int = 128,
+def demo_comparison(out_dir: "str | os.PathLike[str]", seed: int = 0, frames: int = 40, size_px: int = 64,
                     progress: bool = True, config: Any = None) -> dict[str, Any]:
     """The whole path on a generated uterus: phantom, sweep, Gaussian reconstruction, compounding baseline.
 

@@ -1,7 +1,7 @@
 """Where each frame lies: tracked poses, the sensorless fan prior, and learned smooth corrections.
 
 * ``tracked``: the sweep's own ``image_to_world`` (from the file, or a PLUS calibration applied by
-  the reader), checked to be a rotation times the pixel spacing.
+  the reader), checked to map pixels rigidly up to a small calibration shear.
 * ``fan``: the paper's sensorless assumption -- temporally ordered frames at uniform angular spacing
   over ``span_deg`` about a pivot. ``fan_axis="lateral"`` tilts the probe about the lateral (column)
   direction at the probe face (planes open like the pages of a book); ``"axial"`` spins it about the
@@ -24,10 +24,11 @@ import torch
 
 from sono3d.errors import InputError
 from sono3d.geometry.fan import fan_sweep_in_image
-from sono3d.geometry.planes import image_to_world_matrix, validate_image_to_world
+from sono3d.geometry.planes import image_to_world_matrix
 from sono3d.types import Sweep
 
-__all__ = ["POSE_MODES", "canonical_pose", "fan_prior_poses", "resolve_poses", "PoseRefinement", "dct_basis"]
+__all__ = ["POSE_MODES", "canonical_pose", "fan_prior_poses", "resolve_poses", "check_tracked_poses",
+           "PoseRefinement", "dct_basis"]
 
 POSE_MODES = ("tracked", "fan")
 
@@ -87,21 +88,54 @@ def resolve_poses(
     Raises
     ------
     InputError
-        ``tracked`` on an untracked sweep; poses with NaN, shear, mirroring or a scale that does
-        not match the pixel spacing; a bad fan option.
+        ``tracked`` on an untracked sweep; poses with NaN, strong shear or a scale that does not
+        match the pixel spacing (:func:`check_tracked_poses`); a bad fan option.
     """
     if mode == "tracked":
         if sweep.image_to_world is None:
             raise InputError("the sweep has no poses: use --poses fan (sensorless) or give a PLUS configuration")
         poses = np.asarray(sweep.image_to_world, dtype=np.float64)
-        validate_image_to_world(poses, sweep.spacing_mm, rtol=1e-2)
+        check_tracked_poses(poses, sweep.spacing_mm)
         return poses
     if mode == "fan":
         if fan_axis not in ("lateral", "axial"):
             raise InputError(f"fan axis must be 'lateral' or 'axial', got {fan_axis!r}")
-        return fan_prior_poses(sweep.n_frames, sweep.shape, sweep.spacing_mm, span_deg, fan_axis,  # type: ignore[arg-type]
-                               pivot_offset_mm)
+        return fan_prior_poses(sweep.n_frames, sweep.shape, sweep.spacing_mm, span_deg,
+                               fan_axis, pivot_offset_mm)  # type: ignore[arg-type]
     raise InputError(f"pose mode must be one of {', '.join(POSE_MODES)}, got {mode!r}")
+
+
+def check_tracked_poses(poses: np.ndarray, spacing_mm: tuple[float, float], max_shear_deg: float = 5.0,
+                        rtol: float = 0.05) -> None:
+    """Raise :class:`InputError` unless every pose maps pixels rigidly (up to calibration error).
+
+    The rasterizers only use where pixels land, i.e. the column and row steps and the origin, so
+    a pose is accepted when those steps have the pixel spacing (within ``rtol``) and are
+    perpendicular within ``max_shear_deg``. Real PLUS calibrations are affine fits with a small
+    shear (the spine phantom's: 2.7 degrees), which :func:`validate_image_to_world`'s strict
+    check would refuse.
+    """
+    M = np.asarray(poses, dtype=np.float64)
+    if M.ndim != 3 or M.shape[1:] != (4, 4):
+        raise InputError(f"poses must have shape [N, 4, 4], got {M.shape}")
+    if not np.all(np.isfinite(M)):
+        raise InputError("poses contain NaN or infinite values")
+    if not np.allclose(M[:, 3], [0, 0, 0, 1], atol=1e-6):
+        raise InputError("poses are not affine: their bottom row is not (0, 0, 0, 1)")
+    dy, dx = spacing_mm
+    col, row = M[:, :3, 0], M[:, :3, 1]
+    lc, lr = np.linalg.norm(col, axis=1), np.linalg.norm(row, axis=1)
+    bad = np.flatnonzero((np.abs(lc - dx) > rtol * dx) | (np.abs(lr - dy) > rtol * dy))
+    if bad.size:
+        n = int(bad[0])
+        raise InputError(f"pose of frame {n} is not rigid: it scales pixels by ({lr[n]:.4g}, {lc[n]:.4g}) mm, "
+                         f"not the spacing ({dy:.4g}, {dx:.4g}) mm")
+    cos = np.abs(np.sum(col * row, axis=1)) / np.maximum(lc * lr, 1e-300)
+    shear = 90.0 - np.degrees(np.arccos(np.clip(cos, 0.0, 1.0)))
+    bad = np.flatnonzero(shear > max_shear_deg)
+    if bad.size:
+        n = int(bad[0])
+        raise InputError(f"pose of frame {n} is not rigid: its pixel axes are sheared by {shear[n]:.1f} degrees")
 
 
 def dct_basis(n_frames: int, n_basis: int) -> np.ndarray:
