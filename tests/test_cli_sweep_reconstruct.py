@@ -121,3 +121,16 @@ def test_render_refuses_a_ply_without_gaussian_fields(files, tmp_path):
     assert res.exit_code == 2 and res.output.startswith("error:") and "missing" in res.output
     assert len(res.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_frames_of_mixed_size_are_refused(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.fromarray(np.full((20, 30), 50, np.uint8)).save(folder / "a.png")
+    Image.fromarray(np.full((22, 30), 50, np.uint8)).save(folder / "b.png")
+    out = tmp_path / "o"
+    res = _run("sweep", "reconstruct", str(folder), str(out), "--poses", "fan", "--spacing", "0.5", "--quiet")
+    assert res.exit_code == 2 and res.output.startswith("error:") and "size" in res.output
+    assert not out.exists()

@@ -82,7 +82,7 @@ class TrainConfig:
     """
 
     net: str = "small"
-    epochs: int = 12
+    epochs: int = 18
     batch_size: int = 8
     lr: float = 2e-3
     weight_decay: float = 1e-4
