@@ -189,7 +189,7 @@ def volume_metrics(recon: np.ndarray, truth: np.ndarray, region: np.ndarray | No
     }
 
 
-def demo_comparison(out_dir: "str | os.PathLike[str]", seed: int = 0, frames: int = 40, size_px: int = 64,
+def demo_comparison(out_dir: "str | os.PathLike[str]", seed: int = 0, frames: int = 50, size_px: int = 128,
                     progress: bool = True, config: Any = None) -> dict[str, Any]:
     """The whole path on a generated uterus: phantom, sweep, Gaussian reconstruction, compounding baseline.
 
