@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import typer
+
+from sono3d.commands._common import command_modules
 
 phantom_app = typer.Typer(help="Build synthetic phantoms (volumes and surfaces with exact ground truth).",
                           no_args_is_help=True)
@@ -41,11 +42,5 @@ def uterus(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(phantom_app, name="phantom")
-    for name in _PARTS:
-        try:
-            module = importlib.import_module(f"sono3d.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"sono3d.commands.{name}":
-                continue
-            raise
+    for module in command_modules(_PARTS):
         module.add_commands(phantom_app)

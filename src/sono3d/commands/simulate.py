@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import typer
+
+from sono3d.commands._common import command_modules
 
 simulate_app = typer.Typer(help="Simulate ultrasound acquisitions with exact ground truth.", no_args_is_help=True)
 
@@ -66,11 +67,5 @@ def sweep(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(simulate_app, name="simulate")
-    for name in _PARTS:
-        try:
-            module = importlib.import_module(f"sono3d.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"sono3d.commands.{name}":
-                continue
-            raise
+    for module in command_modules(_PARTS):
         module.add_commands(simulate_app)
