@@ -11,7 +11,7 @@ def compound(
     sweep_path: Path = typer.Argument(..., metavar="SWEEP", help="Tracked sweep (.seq.nrrd, .igs.mha, ...)."),
     out: Path = typer.Argument(..., metavar="OUT", help="Volume to write (.nii.gz, .nii, .mha, .nrrd)."),
     spacing: float | None = typer.Option(None, "--spacing", metavar="MM",
-                                         help="Voxel size in mm; default: the PLUS config's, else 0.5."),
+                                         help="Voxel size in mm; default: the PLUS config's, else the larger of 0.5 and the finest pixel spacing."),
     method: str | None = typer.Option(None, "--method", help="Pixel splatting: nearest or linear (default linear)."),
     compounding: str | None = typer.Option(None, "--compounding",
                                            help="Overlap rule: mean, max or latest (default mean)."),
@@ -34,11 +34,14 @@ def compound(
     if max_hole is not None and not max_hole > 0:
         raise InputError(f"--max-hole must be positive, got {max_hole} mm")
     lookup(out, "volume", writing=True)
+    sweep = read_sweep(sweep_path, plus_config=plus_config)
+    if spacing is None and plus_config is None:
+        # Voxels much finer than the pixels only add holes; much coarser would lose detail.
+        spacing = max(0.5, min(sweep.spacing_mm))
     changes = {key: value for key, value in (("spacing_mm", spacing), ("method", method),
                                              ("compounding", compounding), ("fill_holes", fill_holes),
                                              ("max_hole_mm", max_hole)) if value is not None}
     config = CompoundConfig.from_plus(plus_config, **changes) if plus_config else CompoundConfig(**changes)
-    sweep = read_sweep(sweep_path, plus_config=plus_config)
     result = compound_sweep(sweep, config)
     write_volume(out, result.volume)
     st = result.stats
