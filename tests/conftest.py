@@ -28,6 +28,18 @@ def shared_file(relative: str) -> Path:
     return path
 
 
+def one_line_error(result, *words: str) -> str:
+    """Assert a CLI result failed as users must see it: exit code 2, one ``error:`` line naming
+    ``words``, no traceback. Returns that line."""
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert "Traceback" not in result.output
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -25,7 +25,7 @@ from sono3d.heart.cohort import (
     read_vtk_cohort,
 )
 
-from conftest import shared_file
+from conftest import one_line_error, shared_file
 
 runner = CliRunner()
 FILES = ("ed.vtp", "es.vtp", "lv_cavity_ed.vtp", "lv_cavity_es.vtp", "views.npz", "params.json")
@@ -33,15 +33,6 @@ FILES = ("ed.vtp", "es.vtp", "lv_cavity_ed.vtp", "lv_cavity_es.vtp", "views.npz"
 
 def _run(*args: str):
     return runner.invoke(app, ["heart", *args])
-
-
-def _one_line_error(result, *words: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    assert "Traceback" not in result.output
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -128,18 +119,18 @@ def test_resume_after_deleting_a_case(tmp_path: Path):
 
 
 def test_bad_input_one_line_errors(cohort: Path, tmp_path: Path):
-    _one_line_error(_run("cohort", str(tmp_path / "x"), "--n", "0", "--no-progress"), "--n")
+    one_line_error(_run("cohort", str(tmp_path / "x"), "--n", "0", "--no-progress"), "--n")
     assert not (tmp_path / "x").exists()
-    _one_line_error(_run("cohort", str(cohort), "--n", "3", "--seed", "6", "--size", "32", "--no-progress"),
+    one_line_error(_run("cohort", str(cohort), "--n", "3", "--seed", "6", "--size", "32", "--no-progress"),
                     "different cohort")
-    _one_line_error(_run("cohort", str(cohort), "--n", "3", "--seed", "5", "--size", "64", "--no-progress"),
+    one_line_error(_run("cohort", str(cohort), "--n", "3", "--seed", "5", "--size", "64", "--no-progress"),
                     "different cohort")
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
-    _one_line_error(_run("cohort", str(busy), "--n", "1", "--no-progress"), "not empty")
+    one_line_error(_run("cohort", str(busy), "--n", "1", "--no-progress"), "not empty")
     assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]
-    _one_line_error(_run("show-case", str(cohort), "99999", str(tmp_path / "f.png")), "99999")
+    one_line_error(_run("show-case", str(cohort), "99999", str(tmp_path / "f.png")), "99999")
     with pytest.raises(InputError, match="positive"):
         generate_cohort(tmp_path / "y", -2)
 
@@ -155,7 +146,7 @@ def test_non_watertight_cavity_refused(cohort: Path, tmp_path: Path):
     holed.save(str(path))
     with pytest.raises(InputError, match="watertight"):
         load_case(broken, "00000")
-    _one_line_error(_run("show-case", str(broken), "00000", str(tmp_path / "f.png")), "watertight")
+    one_line_error(_run("show-case", str(broken), "00000", str(tmp_path / "f.png")), "watertight")
     assert not (tmp_path / "f.png").exists()
 
 

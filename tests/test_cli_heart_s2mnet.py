@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 from sono3d.cli import app
 from sono3d.heart.cohort import generate_cohort
 
+from conftest import one_line_error
+
 runner = CliRunner()
 
 
@@ -29,14 +31,6 @@ def runs(tmp_path_factory):
         assert info["epochs_done"] == 1 and info["kind"] == kind
         out[kind] = run
     return out
-
-
-def _one_line_error(res) -> str:
-    assert res.exit_code == 2, res.output
-    lines = [ln for ln in res.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    assert "Traceback" not in res.output
-    return lines[0]
 
 
 def test_predict_writes_meshes_and_volumes(runs, tmp_path):
@@ -84,7 +78,7 @@ def test_predict_bad_input(runs, tmp_path):
     ]
     for args, msg in cases:
         out = tmp_path / "out"
-        line = _one_line_error(runner.invoke(app, ["heart", "predict", *args, str(out)]))
+        line = one_line_error(runner.invoke(app, ["heart", "predict", *args, str(out)]))
         assert msg in line, line
         assert not out.exists()  # nothing half-written
 
@@ -101,9 +95,9 @@ def test_evaluate_against_the_voxel_baseline(runs, tmp_path):
     assert 0 <= rep["baseline"]["iou128"]["median"] <= 1 and rep["baseline"]["ef_mae"] is not None
     assert (out / "ef_bland_altman.png").is_file() and (out / "iou_box.png").is_file()
     # the baseline must be a voxel run, and the main run an s2mnet one
-    line = _one_line_error(runner.invoke(app, ["heart", "evaluate", str(runs["s2mnet"]), str(runs["cohort"]),
+    line = one_line_error(runner.invoke(app, ["heart", "evaluate", str(runs["s2mnet"]), str(runs["cohort"]),
                                                str(tmp_path / "e2"), "--baseline", str(runs["s2mnet"])]))
     assert "'voxel' run is needed" in line
-    line = _one_line_error(runner.invoke(app, ["heart", "evaluate", str(runs["voxel"]), str(runs["cohort"]),
+    line = one_line_error(runner.invoke(app, ["heart", "evaluate", str(runs["voxel"]), str(runs["cohort"]),
                                                str(tmp_path / "e3")]))
     assert "'s2mnet' run is needed" in line

@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 from sono3d.cli import app
 from sono3d.io import read_mesh, read_sweep, read_volume
 
+from conftest import one_line_error
+
 runner = CliRunner()
 
 
@@ -20,14 +22,6 @@ def phantom_dir(tmp_path_factory):
     res = runner.invoke(app, ["phantom", "uterus", str(out), "--seed", "4", "--spacing", "1.5"])
     assert res.exit_code == 0, res.output
     return out
-
-
-def _one_line_error(res) -> str:
-    assert res.exit_code == 2, res.output
-    lines = [ln for ln in res.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    assert "Traceback" not in res.output
-    return lines[0]
 
 
 def test_phantom_uterus_writes_its_files(phantom_dir):
@@ -95,7 +89,7 @@ def test_simulate_bmode_transversal(phantom_dir, tmp_path):
 ])
 def test_simulate_bad_options(phantom_dir, tmp_path, args, words):
     out = tmp_path / "bad.seq.nrrd"
-    line = _one_line_error(runner.invoke(app, ["simulate", "sweep", str(phantom_dir), str(out), *args]))
+    line = one_line_error(runner.invoke(app, ["simulate", "sweep", str(phantom_dir), str(out), *args]))
     assert words in line
     assert not list(tmp_path.iterdir())
 
@@ -104,21 +98,21 @@ def test_simulate_from_a_folder_without_phantom_files(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "labels.nii.gz").write_bytes(b"")
-    line = _one_line_error(runner.invoke(app, ["simulate", "sweep", str(empty), str(tmp_path / "x.seq.nrrd")]))
+    line = one_line_error(runner.invoke(app, ["simulate", "sweep", str(empty), str(tmp_path / "x.seq.nrrd")]))
     assert "bmode.nii.gz" in line and "phantom.json" in line
-    line = _one_line_error(runner.invoke(app, ["simulate", "sweep", str(tmp_path / "nowhere"), str(tmp_path / "x.seq.nrrd")]))
+    line = one_line_error(runner.invoke(app, ["simulate", "sweep", str(tmp_path / "nowhere"), str(tmp_path / "x.seq.nrrd")]))
     assert "nowhere" in line
     assert not (tmp_path / "x.seq.nrrd").exists()
 
 
 def test_simulate_to_an_unknown_extension(phantom_dir, tmp_path):
-    line = _one_line_error(runner.invoke(app, ["simulate", "sweep", str(phantom_dir), str(tmp_path / "x.docx")]))
+    line = one_line_error(runner.invoke(app, ["simulate", "sweep", str(phantom_dir), str(tmp_path / "x.docx")]))
     assert ".docx" in line
     assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("spacing", ["0", "-1.5"])
 def test_phantom_bad_spacing(tmp_path, spacing):
-    line = _one_line_error(runner.invoke(app, ["phantom", "uterus", str(tmp_path / "p"), "--spacing", spacing]))
+    line = one_line_error(runner.invoke(app, ["phantom", "uterus", str(tmp_path / "p"), "--spacing", spacing]))
     assert "spacing" in line
     assert not (tmp_path / "p").exists()

@@ -10,6 +10,7 @@ from sono3d.geometry.planes import (
     pixel_to_world,
     plane_normal,
     plane_rigid,
+    require_affine_poses,
     validate_image_to_world,
     world_to_pixel,
 )
@@ -36,7 +37,7 @@ __all__ = [
     "apply", "axis_angle_to_matrix", "euler_to_matrix", "fan_sweep", "fan_sweep_in_image",
     "image_to_world_matrix", "invert_rigid", "is_rotation", "matrix_to_euler", "matrix_to_quat",
     "pixel_grid_world", "pixel_to_world", "plane_normal", "plane_rigid", "polar_coordinates",
-    "quat_multiply", "quat_normalize", "quat_to_matrix", "rigid", "rot_x", "rot_y", "rot_z",
+    "quat_multiply", "quat_normalize", "quat_to_matrix", "require_affine_poses", "rigid", "rot_x", "rot_y", "rot_z",
     "rotate_about", "sector_for_probe", "sector_mask", "sector_to_cartesian", "split_scale",
     "translation_sweep", "uniform_angles", "validate_image_to_world", "world_to_pixel",
 ]

@@ -21,6 +21,7 @@ __all__ = [
     "plane_normal",
     "pixel_grid_world",
     "validate_image_to_world",
+    "require_affine_poses",
 ]
 
 
@@ -104,6 +105,25 @@ def pixel_grid_world(image_to_world: np.ndarray, shape: tuple[int, int]) -> np.n
     return pixel_to_world(image_to_world, rows, cols)
 
 
+def require_affine_poses(poses: np.ndarray, allow_single: bool = False) -> np.ndarray:
+    """``poses`` as a float64 ``[N, 4, 4]`` stack of finite affine matrices, else :class:`InputError`.
+
+    The shared first gate of every pose check: shape, NaN/inf, bottom row ``(0, 0, 0, 1)``. With
+    ``allow_single`` one ``(4, 4)`` matrix is accepted and returned as ``[1, 4, 4]``.
+    """
+    M = np.asarray(poses, dtype=np.float64)
+    original = M.shape
+    if allow_single and M.ndim == 2:
+        M = M[None]
+    if M.ndim != 3 or M.shape[1:] != (4, 4):
+        raise InputError(f"poses must have shape [N, 4, 4], got {original}")
+    if not np.all(np.isfinite(M)):
+        raise InputError("poses contain NaN or infinite values")
+    if not np.allclose(M[:, 3], [0, 0, 0, 1], atol=1e-6):
+        raise InputError("poses are not affine: their bottom row is not (0, 0, 0, 1)")
+    return M
+
+
 def validate_image_to_world(image_to_world: np.ndarray, spacing_mm: tuple[float, float] | None = None,
                             rtol: float = 1e-3) -> None:
     """Raise :class:`InputError` unless every ``M`` is a rotation times pixel spacing.
@@ -111,15 +131,7 @@ def validate_image_to_world(image_to_world: np.ndarray, spacing_mm: tuple[float,
     Checks finiteness, orthogonal axes without mirroring, a bottom row ``(0, 0, 0, 1)``, a unit
     normal column, and (when given) column lengths matching ``(dy, dx)``.
     """
-    M = np.asarray(image_to_world, dtype=np.float64)
-    if M.ndim == 2:
-        M = M[None]
-    if M.ndim != 3 or M.shape[1:] != (4, 4):
-        raise InputError(f"poses must have shape [N, 4, 4], got {np.asarray(image_to_world).shape}")
-    if not np.all(np.isfinite(M)):
-        raise InputError("poses contain NaN or infinite values")
-    if not np.allclose(M[:, 3], [0, 0, 0, 1], atol=1e-6):
-        raise InputError("poses are not affine: their bottom row is not (0, 0, 0, 1)")
+    M = require_affine_poses(image_to_world, allow_single=True)
     for n, m in enumerate(M):
         try:
             _, s = split_scale(m[:3, :3], atol=1e-3)

@@ -24,7 +24,7 @@ import torch
 
 from sono3d.errors import InputError
 from sono3d.geometry.fan import fan_sweep_in_image
-from sono3d.geometry.planes import image_to_world_matrix
+from sono3d.geometry.planes import image_to_world_matrix, require_affine_poses
 from sono3d.types import Sweep
 
 __all__ = ["POSE_MODES", "canonical_pose", "fan_prior_poses", "resolve_poses", "check_tracked_poses",
@@ -115,13 +115,7 @@ def check_tracked_poses(poses: np.ndarray, spacing_mm: tuple[float, float], max_
     shear (the spine phantom's: 2.7 degrees), which :func:`validate_image_to_world`'s strict
     check would refuse.
     """
-    M = np.asarray(poses, dtype=np.float64)
-    if M.ndim != 3 or M.shape[1:] != (4, 4):
-        raise InputError(f"poses must have shape [N, 4, 4], got {M.shape}")
-    if not np.all(np.isfinite(M)):
-        raise InputError("poses contain NaN or infinite values")
-    if not np.allclose(M[:, 3], [0, 0, 0, 1], atol=1e-6):
-        raise InputError("poses are not affine: their bottom row is not (0, 0, 0, 1)")
+    M = require_affine_poses(poses)
     dy, dx = spacing_mm
     col, row = M[:, :3, 0], M[:, :3, 1]
     lc, lr = np.linalg.norm(col, axis=1), np.linalg.norm(row, axis=1)
