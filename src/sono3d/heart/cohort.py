@@ -131,20 +131,16 @@ def generate_case(seed: int, index: int, size: int = 128, options: Any = None) -
             "landmarks": {"ed": ed.landmarks, "es": es.landmarks}, "views": views}
 
 
-def _save_vtp(path: Path, mesh: Any) -> None:
-    # Written here rather than by sono3d.io.write_mesh, which drops field arrays (part names, cavity faces).
-    with atomic_path(path) as tmp:
-        mesh.save(str(tmp), binary=True)
-
-
 def write_case(case_dir: Path, data: dict[str, Any]) -> None:
     """Write one generated case's files into ``case_dir`` (which must exist)."""
+    from sono3d.io import write_mesh
     from sono3d.phantoms.heart import heart_mesh, lv_cavity_mesh
 
     for phase in ("ed", "es"):
         pts = data["points"][phase]
-        _save_vtp(case_dir / f"{phase}.vtp", heart_mesh(pts))
-        _save_vtp(case_dir / f"lv_cavity_{phase}.vtp", lv_cavity_mesh(pts))
+        # .vtp keeps the field arrays (part names, cavity faces) beside the points and labels
+        write_mesh(case_dir / f"{phase}.vtp", heart_mesh(pts))
+        write_mesh(case_dir / f"lv_cavity_{phase}.vtp", lv_cavity_mesh(pts))
     v = data["views"]
     with atomic_path(case_dir / "views.npz") as tmp:
         with open(tmp, "wb") as fh:
