@@ -42,9 +42,8 @@ _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
-def _forward_kernel(params_ptr, rad2_ptr, bbox_ptr, sl_ptr, out_ptr, H, W,
-                    BH: tl.constexpr, BW: tl.constexpr):
-    p = tl.program_id(0)
+def _load_pair(params_ptr, rad2_ptr, bbox_ptr, sl_ptr, p, H, W):
+    """Pair ``p``'s conic ``(c0, r0, a, b, c, w)``, ``rad2``, footprint box and its slice's offset."""
     c0 = tl.load(params_ptr + p * 6 + 0)
     r0 = tl.load(params_ptr + p * 6 + 1)
     a = tl.load(params_ptr + p * 6 + 2)
@@ -57,16 +56,31 @@ def _forward_kernel(params_ptr, rad2_ptr, bbox_ptr, sl_ptr, out_ptr, H, W,
     y0 = tl.load(bbox_ptr + p * 4 + 2)
     y1 = tl.load(bbox_ptr + p * 4 + 3)
     base = tl.load(sl_ptr + p).to(tl.int64) * H * W
+    return c0, r0, a, b, c, w, rr, x0, x1, y0, y1, base
+
+
+@triton.jit
+def _block(ry, rx, ii, jj, c0, r0, a, b, c, rr, x1, y1):
+    """Rows, columns, offsets ``dr, dc``, the quadratic form ``q`` and the inside mask of a pixel block."""
+    rows = ry + ii
+    cols = rx + jj
+    dr = rows.to(tl.float32) - r0
+    dc = cols.to(tl.float32) - c0
+    q = a * dc * dc + 2.0 * b * dc * dr + c * dr * dr
+    m = (rows <= y1) & (cols <= x1) & (q <= rr)
+    return rows, cols, dr, dc, q, m
+
+
+@triton.jit
+def _forward_kernel(params_ptr, rad2_ptr, bbox_ptr, sl_ptr, out_ptr, H, W,
+                    BH: tl.constexpr, BW: tl.constexpr):
+    p = tl.program_id(0)
+    c0, r0, a, b, c, w, rr, x0, x1, y0, y1, base = _load_pair(params_ptr, rad2_ptr, bbox_ptr, sl_ptr, p, H, W)
     ii = tl.arange(0, BH)[:, None]
     jj = tl.arange(0, BW)[None, :]
     for ry in range(y0, y1 + 1, BH):
         for rx in range(x0, x1 + 1, BW):
-            rows = ry + ii
-            cols = rx + jj
-            dr = rows.to(tl.float32) - r0
-            dc = cols.to(tl.float32) - c0
-            q = a * dc * dc + 2.0 * b * dc * dr + c * dr * dr
-            m = (rows <= y1) & (cols <= x1) & (q <= rr)
+            rows, cols, dr, dc, q, m = _block(ry, rx, ii, jj, c0, r0, a, b, c, rr, x1, y1)
             tl.atomic_add(out_ptr + base + rows * W + cols, w * tl.exp(-0.5 * q), mask=m)
 
 
@@ -74,18 +88,7 @@ def _forward_kernel(params_ptr, rad2_ptr, bbox_ptr, sl_ptr, out_ptr, H, W,
 def _backward_kernel(params_ptr, rad2_ptr, bbox_ptr, sl_ptr, grad_ptr, out_ptr, H, W,
                      BH: tl.constexpr, BW: tl.constexpr):
     p = tl.program_id(0)
-    c0 = tl.load(params_ptr + p * 6 + 0)
-    r0 = tl.load(params_ptr + p * 6 + 1)
-    a = tl.load(params_ptr + p * 6 + 2)
-    b = tl.load(params_ptr + p * 6 + 3)
-    c = tl.load(params_ptr + p * 6 + 4)
-    w = tl.load(params_ptr + p * 6 + 5)
-    rr = tl.load(rad2_ptr + p)
-    x0 = tl.load(bbox_ptr + p * 4 + 0)
-    x1 = tl.load(bbox_ptr + p * 4 + 1)
-    y0 = tl.load(bbox_ptr + p * 4 + 2)
-    y1 = tl.load(bbox_ptr + p * 4 + 3)
-    base = tl.load(sl_ptr + p).to(tl.int64) * H * W
+    c0, r0, a, b, c, w, rr, x0, x1, y0, y1, base = _load_pair(params_ptr, rad2_ptr, bbox_ptr, sl_ptr, p, H, W)
     ii = tl.arange(0, BH)[:, None]
     jj = tl.arange(0, BW)[None, :]
     s0 = tl.zeros((BH, BW), dtype=tl.float32)
@@ -96,12 +99,7 @@ def _backward_kernel(params_ptr, rad2_ptr, bbox_ptr, sl_ptr, grad_ptr, out_ptr, 
     s5 = tl.zeros((BH, BW), dtype=tl.float32)
     for ry in range(y0, y1 + 1, BH):
         for rx in range(x0, x1 + 1, BW):
-            rows = ry + ii
-            cols = rx + jj
-            dr = rows.to(tl.float32) - r0
-            dc = cols.to(tl.float32) - c0
-            q = a * dc * dc + 2.0 * b * dc * dr + c * dr * dr
-            m = (rows <= y1) & (cols <= x1) & (q <= rr)
+            rows, cols, dr, dc, q, m = _block(ry, rx, ii, jj, c0, r0, a, b, c, rr, x1, y1)
             g = tl.load(grad_ptr + base + rows * W + cols, mask=m, other=0.0)
             ge = tl.where(m, g * tl.exp(-0.5 * q), 0.0)
             s0 += ge
