@@ -101,3 +101,21 @@ def test_evaluate_against_the_voxel_baseline(runs, tmp_path):
     line = one_line_error(runner.invoke(app, ["heart", "evaluate", str(runs["voxel"]), str(runs["cohort"]),
                                                str(tmp_path / "e3")]))
     assert "'s2mnet' run is needed" in line
+
+
+def test_checkpoint_of_another_architecture_is_refused(runs, tmp_path):
+    import shutil
+
+    import torch
+
+    views = str(runs["cohort"] / "cases" / "00000" / "views.npz")
+    for change, msg in (({"global_code": 0}, "weights do not fit"), ({"hidden_size": 3}, "cannot build")):
+        run = tmp_path / f"run_{next(iter(change))}"
+        shutil.copytree(runs["s2mnet"], run)
+        state = torch.load(run / "checkpoint.pt", weights_only=True)
+        state["net"].update(change)
+        torch.save(state, run / "checkpoint.pt")
+        out = tmp_path / "out"
+        line = one_line_error(runner.invoke(app, ["heart", "predict", str(run), views, str(out)]))
+        assert msg in line, line
+        assert not out.exists()

@@ -147,3 +147,54 @@ def test_echo_frame_round_trip_and_splits():
     a, b = split_cases(ids, 7), split_cases(ids, 7)
     assert a == b and (len(a["train"]), len(a["val"]), len(a["test"])) == (40, 5, 5)
     assert not set(a["train"]) & set(a["test"]) and split_cases(ids, 8) != a
+
+
+def test_encoder_stride_coordinates_and_affine_head(tiny):
+    from dataclasses import replace
+
+    from sono3d.heart.s2mnet import ViewEncoder
+
+    x = torch.rand(3, 1, 64, 64)
+    for stride, side in ((32, 2), (16, 4)):
+        enc = ViewEncoder(replace(tiny, encoder_stride=stride, coord_channels=True))
+        assert enc.layers(enc.stem(torch.cat([x, x, x], 1))).shape[-1] == side
+    # the coordinate channels make a blank view's features depend on the position
+    enc = ViewEncoder(replace(tiny, coord_channels=True)).eval()
+    with torch.no_grad():
+        f = enc(torch.zeros(1, 1, 64, 64))
+    assert f.std() > 0
+    # the affine head's translation moves every vertex by the same amount (in displacement-scale units)
+    tpl = torch.randn(20, 3) * 10
+    net = S2MNet(replace(tiny, global_affine=True, global_code=0), tpl, displacement_scale_mm=4.0).eval()
+    net.affine[-1].bias.data[9:] = torch.tensor([1.0, -0.5, 0.25])
+    with torch.no_grad():
+        d = net(torch.rand(2, 6, 64, 64))
+    assert torch.allclose(d, torch.tensor([4.0, -2.0, 1.0]).expand_as(d), atol=1e-5)
+
+
+def test_global_branch_closed_form_fit(tiny):
+    """Targets linear in the pooled pixels and of rank <= D: the closed-form start reproduces them."""
+    from sono3d.heart.s2mnet import init_global_branch
+
+    g = torch.Generator().manual_seed(0)
+    N, V, D = 40, 30, tiny.global_code
+    views = torch.rand(N, 6, 64, 64, generator=g)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(views, tiny.global_code_px).flatten(1)
+    coef = pooled @ torch.randn(pooled.shape[1], 3, generator=g) * 0.05  # 3 shape modes
+    modes = torch.randn(3, V * 3, generator=g)
+    disp = (coef @ modes).reshape(N, V, 3)
+    net = S2MNet(tiny, torch.randn(V, 3) * 20, displacement_scale_mm=2.0).eval()
+    info = init_global_branch(net, views, disp, lam=1e-6)
+    assert info["explained"] == pytest.approx(1.0)
+    with torch.no_grad():
+        pred = net(views)
+    assert torch.allclose(pred, disp, atol=1e-2 * float(disp.abs().max()))
+    vox = build_model("voxel", tiny, box_centre=torch.zeros(3), box_half=torch.full((3,), 50.0))
+    occ = (torch.rand(N, 2, 16, 16, 16, generator=g) > 0.5).float()
+    init_global_branch(vox, views, occ)
+    with torch.no_grad():
+        assert vox(views[:2]).shape == (2, 2, 16, 16, 16)
+    with pytest.raises(InputError, match="no global branch"):
+        from dataclasses import replace
+
+        init_global_branch(S2MNet(replace(tiny, global_code=0), torch.zeros(4, 3)), views, disp)

@@ -70,7 +70,10 @@ def load_run(run_dir: str | os.PathLike[str] | None, expect_kind: str | None = N
     kind = state["kind"]
     if expect_kind is not None and kind != expect_kind:
         raise InputError(f"{run} holds a '{kind}' model checkpoint, but a '{expect_kind}' run is needed here")
-    net = NetConfig(**state["net"])
+    try:
+        net = NetConfig(**state["net"])
+    except TypeError as exc:  # fields this version does not know: a checkpoint of a newer network
+        raise InputError(f"{path}: a network this version of sono3d cannot build ({exc})") from None
     extra = state["extra"]
     tpl = {k: v.numpy() for k, v in state["template"].items()}
     if kind == "s2mnet":
@@ -78,7 +81,11 @@ def load_run(run_dir: str | os.PathLike[str] | None, expect_kind: str | None = N
                             displacement_scale_mm=float(extra["displacement_scale_mm"]))
     else:
         model = build_model("voxel", net, box_centre=extra["box_centre"], box_half=extra["box_half"])
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:
+        raise InputError(f"{path}: its weights do not fit the network its config describes (a checkpoint of "
+                         "another architecture; retrain it)") from None
     model.eval()
     return LoadedRun(kind, model, net, tpl, str(extra.get("targets", "identity")), int(state["epoch"]), run)
 

@@ -72,7 +72,19 @@ class TrainConfig:
     chamfer_points : int
         Vertices drawn per sample for the Chamfer term.
     augment : bool
-        Intensity gain/gamma/noise and 1-pixel in-plane shifts on the training views.
+        Intensity gain/gamma/noise (and ``shift_px`` in-plane shifts) on the training views.
+    global_lr_scale : float
+        Learning-rate factor of the network's global branch (``NetConfig.global_code``), which
+        starts from its closed-form least-squares fit (:func:`sono3d.heart.s2mnet.init_global_branch`);
+        0 keeps that fit.
+    global_ridge : float
+        Ridge penalty of that fit.
+    shift_px : int
+        Largest random in-plane shift of a training view, in pixels of the network's views. 0 by
+        default: the heart's position in the image *is* the signal for its position in the echo
+        frame (a 1-pixel shift is 2 to 3 mm), and shifting the image without the target taught the
+        first networks to ignore it (2026-11-23: lateral and out-of-plane centroid errors as large as
+        their spread).
     workers : int
         DataLoader worker processes (0: in this process).
     targets : str
@@ -82,7 +94,7 @@ class TrainConfig:
     """
 
     net: str = "small"
-    epochs: int = 18
+    epochs: int = 12
     batch_size: int = 8
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -93,6 +105,9 @@ class TrainConfig:
     volume_weight: float = 0.02
     dice_weight: float = 1.0
     augment: bool = True
+    shift_px: int = 0
+    global_lr_scale: float = 0.0
+    global_ridge: float = 3.0
     workers: int = 0
     targets: str = "auto"
     max_cases: int | None = None
@@ -119,6 +134,12 @@ class TrainConfig:
                 raise InputError(f"{name} must be a positive integer, got {v}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"lr must be positive, got {self.lr}")
+        if isinstance(self.shift_px, bool) or not isinstance(self.shift_px, int) or self.shift_px < 0:
+            raise InputError(f"shift_px must be a non-negative integer, got {self.shift_px}")
+        if not (self.global_lr_scale >= 0 and math.isfinite(self.global_lr_scale)):
+            raise InputError(f"global_lr_scale must be >= 0, got {self.global_lr_scale}")
+        if not (self.global_ridge > 0 and math.isfinite(self.global_ridge)):
+            raise InputError(f"global_ridge must be positive, got {self.global_ridge}")
         if self.workers < 0:
             raise InputError(f"workers must be >= 0, got {self.workers}")
 
@@ -293,10 +314,21 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
 
     occ_train = voxel_targets(train_arr) if model_kind == "voxel" else None
     occ_val = voxel_targets(val_arr) if model_kind == "voxel" and val_arr is not None else None
-    aug = Augment(enabled=config.augment)
+    aug = Augment(enabled=config.augment, shift_px=config.shift_px)
     ds_train = HeartViewsDataset(train_arr, model_kind, tpl_pts, occ_train, aug, seed)
     ds_val = HeartViewsDataset(val_arr, model_kind, tpl_pts, occ_val, None, seed) if val_arr is not None else None
 
+    if state is None and net.global_code > 0:
+        from sono3d.heart.s2mnet import init_global_branch
+
+        S = net.image_size
+        views0 = torch.from_numpy(train_arr.echo.reshape(-1, net.n_views, S, S))
+        if model_kind == "s2mnet":
+            y0 = torch.from_numpy(train_arr.points.reshape(-1, *train_arr.points.shape[2:]) - tpl_pts)
+        else:
+            y0 = torch.from_numpy(occ_train.reshape(-1, *occ_train.shape[2:])).float()
+        extra["global_init_explained"] = init_global_branch(model, views0, y0, lam=config.global_ridge)["explained"]
+        del views0, y0
     model.to(dev)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -305,7 +337,13 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
         from torch.nn.parallel import DistributedDataParallel
 
         ddp_model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # The global branch (linear in the pixels, NetConfig.global_code) starts from its least-squares
+    # fit and takes a smaller step (none by default): at the full rate, started from zero, its two
+    # stacked linear maps diverged after one epoch (2026-11-23).
+    glob = [p for n, p in model.named_parameters() if n.split(".")[0] in ("code", "basis", "coarse")]
+    rest = [p for n, p in model.named_parameters() if n.split(".")[0] not in ("code", "basis", "coarse")]
+    groups = [{"params": rest}] + ([{"params": glob, "lr": config.lr * config.global_lr_scale}] if glob else [])
+    opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     n_train = len(ds_train)
     per_rank = math.ceil(n_train / world)
     steps_per_epoch = max(1, math.ceil(per_rank / config.batch_size))
