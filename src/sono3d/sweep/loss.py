@@ -214,10 +214,20 @@ class FusedHybridLoss(torch.autograd.Function):
         if m_ssim <= 0 or m_l1 <= 0:
             raise InputError("the loss mask has no pixel inside the SSIM window's valid region")
         k = gaussian_window_1d(SSIM_WIN, SSIM_SIGMA).astype(dt)
-        grad = np.empty((B, H, W), dt)
+        # Only the mask's bounding box widened by the window radius matters: no pixel outside it
+        # reaches a weighted window centre or the L1 sum (a 90-degree sector leaves a third of the
+        # rows out). The valid window centres of the crop include every weighted one of the frame.
+        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+        r0, r1 = max(0, rows[0] - half), min(H, rows[-1] + half + 1)
+        c0, c1 = max(0, cols[0] - half), min(W, cols[-1] + half + 1)
+        crop = (slice(None), slice(r0, r1), slice(c0, c1))
+        grad = np.zeros((B, H, W), dt)
+        g_crop = np.empty((B, r1 - r0, c1 - c0), dt)
         sums = np.zeros((B, 2))
         w = float(l1_weight)
-        _batch(x, y, m, k, (SSIM_K1 * 1.0) ** 2, (SSIM_K2 * 1.0) ** 2, -(1.0 - w) / m_ssim, w / m_l1, grad, sums)
+        _batch(np.ascontiguousarray(x[crop]), np.ascontiguousarray(y[crop]), np.ascontiguousarray(m[r0:r1, c0:c1]),
+               k, (SSIM_K1 * 1.0) ** 2, (SSIM_K2 * 1.0) ** 2, -(1.0 - w) / m_ssim, w / m_l1, g_crop, sums)
+        grad[crop] = g_crop
         ssim = sums[:, 0].sum() / m_ssim
         l1 = sums[:, 1].sum() / m_l1
         ctx.save_for_backward(torch.from_numpy(grad))

@@ -196,7 +196,7 @@ class ReconstructConfig:
 #: the paper's section 5.3.1 runs used 276). ``fast``: the CLI and demo default, tuned for held-out
 #: frames (a 4x lower means rate so Gaussians stay on the slices, a 3x wider start so they span the
 #: gap between neighbouring frames, batches of 8 for 4x more steps; see ``docs/sweep.md``) on the
-#: fastest backend (100 frames 256²: 27-29 s on two cores, train SSIM 0.987). ``quick``: ``fast``
+#: fastest backend (100 frames 256²: about 25 s on two cores, train SSIM 0.987). ``quick``: ``fast``
 #: stopped at 40 epochs (two thirds of the time, train SSIM 0.978). ``small``: a few seconds, for tests.
 PRESETS: dict[str, ReconstructConfig] = {
     "paper": ReconstructConfig(preset="paper"),
