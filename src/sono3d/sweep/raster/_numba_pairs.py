@@ -113,11 +113,13 @@ def _is_candidate(means, L, smax, g, u, v, o, n, gi, b, cut2, H, W):
 
 
 @njit(cache=True, parallel=True)
-def count_candidates(means, L, smax, u, v, o, n, gi, cut2, H, W, counts):
+def find_candidates(means, L, smax, u, v, o, n, gi, cut2, H, W, counts, cand):
+    """Per slice ``b``: the candidate Gaussians in ``cand[b, :counts[b]]`` (increasing order)."""
     for b in prange(u.shape[0]):
         k = 0
         for g in range(means.shape[0]):
             if _is_candidate(means, L, smax, g, u, v, o, n, gi, b, cut2, H, W):
+                cand[b, k] = g
                 k += 1
         counts[b] = k
 
@@ -150,14 +152,14 @@ def _pair_forward(means, L, g, u, v, o, b):
 
 
 @njit(cache=True, parallel=True)
-def fill_pairs(means, L, smax, sig, intensities, u, v, o, n, gi, cut2, H, W, offsets,
+def fill_pairs(means, L, sig, intensities, u, v, o, cut2, H, W, counts, cand, offsets,
                pair_slice, pair_gauss, params, rad2, bbox, valid):
-    """Candidates of each slice (written from ``offsets[b]``) with their conics, ``rad2`` and footprint."""
+    """Candidates of each slice (from :func:`find_candidates`, written from ``offsets[b]``) with their
+    conics, ``rad2`` and footprint."""
     for b in prange(u.shape[0]):
         k = offsets[b]
-        for g in range(means.shape[0]):
-            if not _is_candidate(means, L, smax, g, u, v, o, n, gi, b, cut2, H, W):
-                continue
+        for i in range(counts[b]):
+            g = cand[b, i]
             U, V, E, a, bb, c, det, c0, r0, res, m2 = _pair_forward(means, L, g, u, v, o, b)
             pair_slice[k] = b
             pair_gauss[k] = g

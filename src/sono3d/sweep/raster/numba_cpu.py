@@ -387,15 +387,18 @@ def numba_pairs(means, log_scales, quats, opacity_logits, intensities, image_to_
     gi = np.ascontiguousarray(np.stack([gvv / gdet, -guv / gdet, guu / gdet], axis=1))
     cut2 = np.inf if cutoff is None else float(cutoff) ** 2
     counts = np.zeros(B, np.int64)
+    cand = np.empty((B, G), np.int32)
     if G:
-        run_threads(_prep_threads(G * B), _np.count_candidates, mu, L, smax, u, v, o, n, gi, cut2, H, W, counts)
+        run_threads(_prep_threads(G * B), _np.find_candidates, mu, L, smax, u, v, o, n, gi, cut2, H, W, counts,
+                    cand)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     P = int(offsets[-1])
     ps, pg = np.empty(P, np.int32), np.empty(P, np.int32)
     params, rad2 = np.empty((P, 6)), np.empty(P)
     bbox, valid = np.empty((P, 4), np.int32), np.empty(P, np.bool_)
     if P:
-        run_threads(_prep_threads(G * B), _np.fill_pairs, mu, L, smax, sig, it, u, v, o, n, gi, cut2, H, W,
+        # a candidate's conic costs about four candidates' culling
+        run_threads(_prep_threads(4 * P), _np.fill_pairs, mu, L, sig, it, u, v, o, cut2, H, W, counts, cand,
                     offsets, ps, pg, params, rad2, bbox, valid)
     keep = np.flatnonzero(valid)
     return {
