@@ -2,9 +2,9 @@
 
 numba's OpenMP layer keeps a worker spinning after each parallel region, where it competes with the
 main thread and torch's own OpenMP pool for two cores: the plain ``workqueue`` layer made a 32-slice
-forward+backward ~1.7x faster in wall time on the shared 2-core machine (same CPU time), and the
-fused loss next to torch's SSIM 12x faster. Importing this module selects it; that only applies if
-no parallel numba code ran yet, and an explicit ``NUMBA_THREADING_LAYER`` wins.
+forward+backward ~1.7x faster in wall time on the shared 2-core machine (same CPU time). Importing
+this module selects it; that only applies if no parallel numba code ran yet, and an explicit
+``NUMBA_THREADING_LAYER`` wins.
 """
 
 from __future__ import annotations

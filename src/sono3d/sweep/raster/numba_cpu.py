@@ -15,9 +15,9 @@ hand-derived throughout, so a training step pays no per-operation PyTorch overhe
   footprint and writes only its own ``dL/d(c0, r0, a, b, c, w)`` (the formulas of
   :class:`.culled.FootprintRaster`, with ``w`` and the conic factored out of the pixel loop and
   row sums hoisted out of the column loop);
-* **backward, chain** (``prange`` over pairs for large batches, then a serial scatter): the hand-derived gradient of
-  the conic w.r.t. means, log-scales, quaternions, opacity logits, intensities and the slice
-  vectors of ``image_to_world`` (see :mod:`._numba_pairs`).
+* **backward, chain** (``prange`` over pairs for large batches, then a serial scatter): the
+  hand-derived gradient of the conic w.r.t. means, log-scales, quaternions, opacity logits,
+  intensities and the slice vectors of ``image_to_world`` (see :mod:`._numba_pairs`).
 
 Both kernels walk each footprint row between the two roots of ``q(col) = rad2`` rather than over
 the whole bounding box (a tilted, elongated ellipse fills a small part of its box); the two ends
