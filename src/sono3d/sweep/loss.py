@@ -265,15 +265,15 @@ def hybrid_loss(rendered: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     loss, l1, ssim : Tensor
         Scalars in ``rendered``'s dtype. With the fused kernel only ``loss`` is differentiable.
     """
-    _check(rendered, target, mask, l1_weight)
-    if min(rendered.shape[1:]) < SSIM_WIN:
-        raise InputError(f"SSIM needs frames of at least {SSIM_WIN}x{SSIM_WIN}, got "
-                         f"{rendered.shape[1]}x{rendered.shape[2]}")
     if fused is None:
         fused = (fused_available() and rendered.device.type == "cpu" and not target.requires_grad
                  and rendered.dtype in (torch.float32, torch.float64))
     if not fused:
-        return hybrid_loss_reference(rendered, target, mask, l1_weight)
+        return hybrid_loss_reference(rendered, target, mask, l1_weight)  # checks its arguments itself
+    _check(rendered, target, mask, l1_weight)
+    if min(rendered.shape[1:]) < SSIM_WIN:
+        raise InputError(f"SSIM needs frames of at least {SSIM_WIN}x{SSIM_WIN}, got "
+                         f"{rendered.shape[1]}x{rendered.shape[2]}")
     if not fused_available():
         raise InputError("the fused loss needs numba, which does not import here")
     if rendered.device.type != "cpu":

@@ -80,6 +80,18 @@ class SlicePairs:
         return int(((b[:, 1] - b[:, 0] + 1) * (b[:, 3] - b[:, 2] + 1)).sum()) if len(self) else 0
 
 
+def check_slice_args(image_to_world: torch.Tensor, shape: tuple[int, int], cutoff: float | None) -> tuple[int, int]:
+    """The checks every culled backend makes of its slice arguments; returns ``(H, W)`` as ints."""
+    if image_to_world.ndim != 3 or tuple(image_to_world.shape[1:]) != (4, 4):
+        raise InputError(f"image_to_world must have shape (B, 4, 4), got {tuple(image_to_world.shape)}")
+    H, W = int(shape[0]), int(shape[1])
+    if H <= 0 or W <= 0:
+        raise InputError(f"slice shape must be positive, got {shape}")
+    if cutoff is not None and not cutoff > 0:
+        raise InputError(f"cutoff must be positive or None, got {cutoff}")
+    return H, W
+
+
 def _dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x * y).sum(-1)
 
@@ -106,11 +118,7 @@ def slice_pairs(
     cutoff : float or None
         Mahalanobis cutoff radius; ``None`` keeps every pair with a full-image footprint.
     """
-    H, W = int(shape[0]), int(shape[1])
-    if H <= 0 or W <= 0:
-        raise InputError(f"slice shape must be positive, got {shape}")
-    if cutoff is not None and not cutoff > 0:
-        raise InputError(f"cutoff must be positive or None, got {cutoff}")
+    H, W = check_slice_args(image_to_world, shape, cutoff)
     dev, dt = means.device, means.dtype
     M = image_to_world.to(dt)
     u, v, o = M[:, :3, 0], M[:, :3, 1], M[:, :3, 3]  # (B, 3)
@@ -195,8 +203,6 @@ def render_pairs(
     (``numba`` compiles the same preprocessing, see :mod:`._numba_pairs`).
     Returns ``(B, H, W)`` in the dtype of ``means``.
     """
-    if image_to_world.ndim != 3 or tuple(image_to_world.shape[1:]) != (4, 4):
-        raise InputError(f"image_to_world must have shape (B, 4, 4), got {tuple(image_to_world.shape)}")
     pairs = slice_pairs(means, log_scales, quats, opacity_logits, intensities, image_to_world, shape, cutoff)
     B, (H, W) = image_to_world.shape[0], shape
     return raster.apply(pairs.params, pairs.rad2, pairs.bbox, pairs.slice_index, int(B), int(H), int(W))

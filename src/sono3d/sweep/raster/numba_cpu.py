@@ -43,6 +43,7 @@ from sono3d.errors import InputError
 from sono3d.sweep._numba_runtime import run_threads
 from sono3d.sweep.raster import register_backend
 from sono3d.sweep.raster import _numba_pairs as _np
+from sono3d.sweep.raster._conic import check_slice_args
 
 __all__ = ["NumbaRender", "render_slices_numba", "numba_pairs", "numba_pairs_backward"]
 
@@ -479,13 +480,7 @@ def render_slices_numba(
     """Render ``(B, H, W)`` slices on the CPU with the numba kernels; arguments as
     :func:`~sono3d.sweep.raster.reference.render_slices_reference`. Per-pair preprocessing is
     float64, pixel arithmetic float32."""
-    if image_to_world.ndim != 3 or tuple(image_to_world.shape[1:]) != (4, 4):
-        raise InputError(f"image_to_world must have shape (B, 4, 4), got {tuple(image_to_world.shape)}")
-    H, W = int(shape[0]), int(shape[1])
-    if H <= 0 or W <= 0:
-        raise InputError(f"slice shape must be positive, got {shape}")
-    if cutoff is not None and not cutoff > 0:
-        raise InputError(f"cutoff must be positive or None, got {cutoff}")
+    H, W = check_slice_args(image_to_world, shape, cutoff)
     return NumbaRender.apply(means, log_scales, quats, opacity_logits, intensities, image_to_world, H, W, cutoff)
 
 
