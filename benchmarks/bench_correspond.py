@@ -17,6 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sono3d.heart.cohort import generate_cohort, load_case, read_ghdheart
+from sono3d.heart.correspond import correspond_cohort, correspond_meshes, deformation_quality, ghdheart_template
+from sono3d.metrics.surface import nearest_distances
+
 ROOT = Path(__file__).resolve().parents[1]
 GHD = ROOT.parent / "shared" / "data" / "hearts" / "ghdheart"
 
@@ -24,10 +28,6 @@ GHD = ROOT.parent / "shared" / "data" / "hearts" / "ghdheart"
 def ghdheart_mapping(template_mesh) -> dict | None:  # noqa: ANN001
     """Chamfer (mm) of the template's GHDHeart surfaces (LV myocardium, RV/LA/RA blood pools)
     deformed onto GHDHeart, overall and per chamber."""
-    from sono3d.heart.cohort import read_ghdheart
-    from sono3d.heart.correspond import ghdheart_template, correspond_meshes, deformation_quality
-    from sono3d.metrics.surface import nearest_distances
-
     if not GHD.is_dir():
         return None
     pools = ghdheart_template(template_mesh)
@@ -55,9 +55,6 @@ def main() -> None:
     ap.add_argument("--cohort", type=Path, default=None, help="use this cohort instead of generating one")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-
-    from sono3d.heart.cohort import generate_cohort, load_case
-    from sono3d.heart.correspond import correspond_cohort
 
     with tempfile.TemporaryDirectory() as tmp:
         cohort = args.cohort

@@ -30,16 +30,16 @@ import resource
 import subprocess
 import sys
 
+from sono3d.phantoms.uterus import build_uterus
+from sono3d.simulate.sweeps import SweepConfig, simulate_sweep
+from sono3d.sweep.reconstruct import ReconstructConfig, reconstruct_sweep
+
 
 def run_one(backend: str, preset: str, epochs: int | None, frames: int, size: int, seed: int) -> dict:
     """Simulate the sweep and reconstruct it with ``backend`` in this process."""
-    from sono3d.phantoms.uterus import build_uterus
-    from sono3d.simulate.sweeps import SweepConfig, simulate_sweep
-    from sono3d.sweep.train import ReconstructConfig, reconstruct_sweep
-
     phantom = build_uterus(seed=seed, mesh=False, spacing_mm=0.5)
     sweep, _ = simulate_sweep(phantom, SweepConfig(frames=frames, size_px=size))
-    cfg = ReconstructConfig.from_preset(preset, epochs=epochs, backend=backend, seed=seed)
+    cfg = ReconstructConfig.preset(preset, epochs=epochs, backend=backend, seed=seed)
     before = resource.getrusage(resource.RUSAGE_SELF)
     res = reconstruct_sweep(sweep, cfg, progress=False)
     after = resource.getrusage(resource.RUSAGE_SELF)

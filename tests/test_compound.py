@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from conftest import shared_file
+from sono3d.cli import app
 from sono3d.errors import FileFormatError, InputError
-from sono3d.geometry import image_to_world_matrix
+from sono3d.geometry import euler_to_matrix, image_to_world_matrix, sector_for_probe
+from sono3d.io import read_plus_config, read_sweep, read_volume, write_sweep
+from sono3d.metrics import ncc
 from sono3d.sweep.compound import (
     CompoundConfig,
     FanClip,
@@ -20,7 +22,9 @@ from sono3d.sweep.compound import (
     evaluate_holdout,
     fill_holes,
     holdout_split,
+    output_grid,
     read_plus_reconstruction,
+    splat_frames,
 )
 from sono3d.types import Sweep, Volume
 
@@ -64,8 +68,6 @@ def test_dense_sweep_recovers_smooth_volume_without_holes(method):
     assert result.stats["recorded_fraction"] < 0.8
     assert result.filled.all()
     truth = smooth(voxel_world(vol))
-    from sono3d.metrics import ncc
-
     assert ncc(vol.array, truth) > 0.95
     assert np.abs(vol.array - truth).mean() < 0.03
 
@@ -132,9 +134,6 @@ def test_linear_splatting_weights():
 
 def test_splatting_matches_a_numpy_reference():
     """The compiled pasting loop against np.add.at on random oblique poses (linear, mean)."""
-    from sono3d.geometry import euler_to_matrix
-    from sono3d.sweep.compound import splat_frames
-
     rng = np.random.default_rng(3)
     frames = rng.random((3, 9, 11)).astype(np.float32)
     A = np.stack([np.eye(4) for _ in range(3)])
@@ -301,8 +300,6 @@ def test_clip_rectangle_and_fan_masks():
 
 
 def test_sector_clipping_restricts_the_pasted_pixels():
-    from sono3d.geometry import sector_for_probe
-
     sweep = translation_sweep(n=3)
     sweep.sector = sector_for_probe(sweep.shape, sweep.spacing_mm, angle_deg=60.0, depth_mm=15.0)
     res = compound_sweep(sweep, CompoundConfig(fill_holes=False))
@@ -373,9 +370,6 @@ def test_read_plus_reconstruction(tmp_path):
     assert [k.kind for k in cfg.kernels] == ["gaussian", "inverse_distance", "stick"]
     assert cfg.kernels[2].stick_length == 7 and cfg.kernels[2].n_sticks == 2
     assert cfg.grid_axes == "lps" and cfg.grid_shape == (10, 10, 10)
-    from sono3d.io import read_plus_config
-    from sono3d.sweep.compound import output_grid
-
     affine, shape = output_grid(translation_sweep(n=2), cfg)
     np.testing.assert_allclose(affine, read_plus_config(xml).output_affine_ras())
     assert shape == read_plus_config(xml).output_shape()
@@ -391,8 +385,6 @@ def test_matches_plus_reconstruction_of_spine_phantom():
     seq = shared_file("plus/SpinePhantomFreehand.igs.mha")
     xml = shared_file("plus/PlusDeviceSet_SpinePhantomFreehandReconstructionOnly.xml")
     ref_path = shared_file("plus/SpinePhantomFreehandReconstructed.mha")
-    from sono3d.io import read_sweep, read_volume
-
     sweep = read_sweep(seq, plus_config=xml)
     reference = read_volume(ref_path)
     cfg = CompoundConfig.from_plus(xml)
@@ -411,14 +403,10 @@ def test_matches_plus_reconstruction_of_spine_phantom():
 # --- command line --------------------------------------------------------------------------------
 
 def _run(*args: str):
-    from sono3d.cli import app
-
     return CliRunner().invoke(app, ["sweep", "compound", *args])
 
 
 def test_cli_compound_writes_volume(tmp_path):
-    from sono3d.io import read_volume, write_sweep
-
     src = write_sweep(tmp_path / "s.seq.nrrd", translation_sweep(n=6, shape=(20, 24)))
     out = tmp_path / "vol.nii.gz"
     res = _run(str(src), str(out), "--spacing", "1", "--method", "nearest", "--compounding", "max",
@@ -435,8 +423,6 @@ def test_cli_compound_writes_volume(tmp_path):
 
 @pytest.mark.parametrize("case", ["spacing", "no_poses", "outside", "extension", "method"])
 def test_cli_compound_bad_input(tmp_path, case):
-    from sono3d.io import write_sweep
-
     sweep = translation_sweep(n=4, shape=(12, 16))
     src = write_sweep(tmp_path / "s.seq.nrrd", sweep)
     out = tmp_path / "vol.nii.gz"

@@ -7,12 +7,12 @@ import json
 from typer.testing import CliRunner
 
 from sono3d.cli import app
-from sono3d.sweep.evaluate import demo_comparison
-from sono3d.sweep.train import ReconstructConfig
+from sono3d.demo import demo_comparison
+from sono3d.sweep import ReconstructConfig
 
 
 def test_demo_comparison_writes_outputs_and_scores_both_methods(tmp_path):
-    cfg = ReconstructConfig.from_preset("fast", epochs=15)
+    cfg = ReconstructConfig.preset("fast", epochs=15)
     rep = demo_comparison(tmp_path, seed=1, frames=20, size_px=64, progress=False, config=cfg)
     for name in ("volume.nii.gz", "gaussians.ply", "slices.png", "report.json", "sweep.seq.nrrd"):
         assert (tmp_path / name).is_file(), name
@@ -23,13 +23,13 @@ def test_demo_comparison_writes_outputs_and_scores_both_methods(tmp_path):
 
 
 def test_demo_cli_reports_heldout_ssim(tmp_path, monkeypatch):
-    import sono3d.sweep.evaluate as ev
+    import sono3d.demo as ev
 
     real = ev.demo_comparison
 
     def smaller(out_dir, seed=0, progress=True, **_):
         return real(out_dir, seed=seed, frames=20, size_px=64, progress=progress,
-                    config=ReconstructConfig.from_preset("fast", epochs=10))
+                    config=ReconstructConfig.preset("fast", epochs=10))
 
     monkeypatch.setattr(ev, "demo_comparison", smaller)
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--quiet"])

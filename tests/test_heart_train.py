@@ -13,7 +13,7 @@ from sono3d.errors import InputError
 from sono3d.heart.cohort import generate_cohort
 from sono3d.heart.data import Augment, HeartViewsDataset, load_cohort_arrays
 from sono3d.heart.s2mnet import NetConfig, S2MNet
-from sono3d.heart.train import TrainConfig, train
+from sono3d.heart.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

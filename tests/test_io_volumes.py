@@ -46,7 +46,7 @@ def test_itk_formats_store_lps_as_simpleitk_reads_them(tmp_path, rng, ext):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(img).transpose(2, 1, 0), vol.array)
 
 
-@pytest.mark.parametrize("ext", ["mha", "nrrd", "nii.gz"])
+@pytest.mark.parametrize("ext", ["mha", "nrrd", "nhdr", "nii.gz"])  # nhdr: NRRD with a detached header
 def test_reads_files_written_by_simpleitk(tmp_path, rng, ext):
     sitk = pytest.importorskip("SimpleITK")
     arr = rng.random((6, 5, 4)).astype(np.float32)  # (z, y, x)

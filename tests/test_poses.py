@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import shared_file
 from sono3d.errors import InputError
 from sono3d.geometry import plane_normal, validate_image_to_world
+from sono3d.io import read_sweep
 from sono3d.sweep.poses import PoseRefinement, canonical_pose, dct_basis, fan_prior_poses, resolve_poses
+from sono3d.sweep.raster import render_slices
 from sono3d.types import Sweep
 
 SHAPE = (20, 31)
@@ -108,8 +111,6 @@ def test_pose_refinement_starts_at_identity_and_stays_rigid():
 
 
 def test_pose_refinement_receives_gradients_through_the_rasterizer():
-    from sono3d.sweep.raster import render_slices
-
     P = torch.as_tensor(fan_prior_poses(4, (12, 12), (1.0, 1.0), 30.0), dtype=torch.float64)
     ref = PoseRefinement(4, 2, np.zeros(3), dtype=torch.float64)
     means = torch.tensor([[0.5, 0.3, -5.0], [-2.0, 0.1, -7.0]], dtype=torch.float64)
@@ -134,10 +135,6 @@ def test_tracked_poses_tolerate_calibration_shear_but_not_wrong_scale():
 
 
 def test_real_plus_sweep_poses_are_accepted():
-    from conftest import shared_file
-
-    from sono3d.io import read_sweep
-
     sweep = read_sweep(shared_file("plus/SpinePhantomFreehand.igs.mha"),
                        plus_config=shared_file("plus/PlusDeviceSet_SpinePhantomFreehandReconstructionOnly.xml"))
     assert resolve_poses(sweep, "tracked").shape == (sweep.n_frames, 4, 4)

@@ -20,6 +20,7 @@ import torch
 from sono3d.errors import InputError
 from sono3d.sweep.gaussians import inverse_covariance, quat_to_rotmat
 from sono3d.sweep.raster import available_backends, pixel_positions, render_slices
+from sono3d.sweep.raster._conic import slice_pairs
 
 FAST = ["culled", "numba", "triton"]
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -143,7 +144,6 @@ def test_numba_chain_equals_torch_chain_float64():
     """The compiled per-pair preprocessing and its hand-derived backward against autograd through
     :func:`slice_pairs` (same pairs, same conics, same gradients for all six inputs)."""
     _backend_or_skip("numba")
-    from sono3d.sweep.raster._conic import slice_pairs
     from sono3d.sweep.raster.numba_cpu import numba_pairs, numba_pairs_backward
 
     tensors, shape = random_scene(6, G=30)

@@ -9,9 +9,10 @@ import torch
 from sono3d.errors import InputError
 from sono3d.geometry.mesh import triangles
 from sono3d.heart.data import echo_frame, from_frame, split_cases, to_frame
-from sono3d.heart.evaluate import inside_parity, occupancy, surface_components, union_box
-from sono3d.heart.predict import lv_volumes_from_points, template_mesh_with
+from sono3d.heart.occupancy import inside_parity, occupancy, surface_components, union_box
+from sono3d.heart.predict import lv_volumes_from_points
 from sono3d.heart.s2mnet import NetConfig, S2MNet, VoxelNet, build_model
+from sono3d.heart.template import template_mesh_with
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import torch
 from sono3d.errors import InputError
 from sono3d.sweep.density import DensityControl, DensityState, activity, control_step, replace_rows
 from sono3d.sweep.evaluate import frame_metrics, holdout_split, volume_metrics
-from sono3d.sweep.export import grid_for_bounds, render_frames, sample_volume
 from sono3d.sweep.gaussians import Gaussians
-from sono3d.sweep.init import default_gaussians, frame_mask, on_slice_means, paper_pixel_mm, sweep_bounds
+from sono3d.sweep.initialise import default_gaussians, frame_mask, on_slice_means, paper_pixel_mm, sweep_bounds
 from sono3d.sweep.poses import fan_prior_poses
-from sono3d.sweep.train import PRESETS, ReconstructConfig, reconstruct_sweep
+from sono3d.sweep.reconstruct import PRESETS, ReconstructConfig, gaussian_visibility, reconstruct_sweep
+from sono3d.sweep.render import grid_for_bounds, render_frames, sample_volume
 from sono3d.types import Sector, Sweep, Volume
 
 # Learning rates raised so that a 24-pixel scene converges in a few dozen steps.
@@ -39,7 +39,7 @@ def tiny_sweep() -> Sweep:
 
 
 def test_tiny_scene_is_recovered(tiny_sweep):
-    cfg = ReconstructConfig.from_preset("small", gaussians_per_slice=20, epochs=10, batch=3, holdout=4, **FAST_LR)
+    cfg = ReconstructConfig.preset("small", gaussians_per_slice=20, epochs=10, batch=3, holdout=4, **FAST_LR)
     res = reconstruct_sweep(tiny_sweep, cfg, progress=False)
     losses = [h["loss"] for h in res.history]
     assert losses[-1] < losses[0] / 10
@@ -52,10 +52,10 @@ def test_tiny_scene_is_recovered(tiny_sweep):
 
 
 def test_same_seed_same_result_and_other_seed_differs(tiny_sweep):
-    cfg = ReconstructConfig.from_preset("small", gaussians_per_slice=8, epochs=2, batch=4)
+    cfg = ReconstructConfig.preset("small", gaussians_per_slice=8, epochs=2, batch=4)
     a = reconstruct_sweep(tiny_sweep, cfg, progress=False)
     b = reconstruct_sweep(tiny_sweep, cfg, progress=False)
-    c = reconstruct_sweep(tiny_sweep, ReconstructConfig.from_preset("small", gaussians_per_slice=8, epochs=2, batch=4,
+    c = reconstruct_sweep(tiny_sweep, ReconstructConfig.preset("small", gaussians_per_slice=8, epochs=2, batch=4,
                                                                     seed=1), progress=False)
     for name, t in a.gaussians.tensors().items():
         assert torch.equal(t, getattr(b.gaussians, name)), name
@@ -65,7 +65,7 @@ def test_same_seed_same_result_and_other_seed_differs(tiny_sweep):
 
 def test_density_control_with_pose_refinement_runs(tiny_sweep):
     dc = DensityControl(threshold=0.3, every=1, start=1, stop=3, grace=1)
-    cfg = ReconstructConfig.from_preset("small", gaussians_per_slice=8, epochs=3, batch=4, density_control=True,
+    cfg = ReconstructConfig.preset("small", gaussians_per_slice=8, epochs=3, batch=4, density_control=True,
                                         density=dc, poses="fan", span_deg=60.0, refine_poses=True)
     res = reconstruct_sweep(tiny_sweep, cfg, progress=False)
     assert [d["epoch"] for d in res.report["density"]] == [1, 2]
@@ -81,9 +81,9 @@ def test_paper_preset_and_unit_conversion():
     assert paper_pixel_mm((256, 256), (0.3, 0.3)) == pytest.approx(0.3)
     assert paper_pixel_mm((100, 200), (0.5, 0.4)) == pytest.approx(80 / 256)
     with pytest.raises(InputError, match="unknown preset"):
-        ReconstructConfig.from_preset("huge")
+        ReconstructConfig.preset("huge")
     with pytest.raises(InputError, match="epochs"):
-        ReconstructConfig.from_preset("small", epochs=0)
+        ReconstructConfig.preset("small", epochs=0)
 
 
 def test_on_slice_init_lies_on_slices_inside_the_sector():
@@ -140,6 +140,19 @@ def test_density_schedule_and_pruning():
     assert control_step(dc, st, new, opt, 11, None, torch.Generator()) is new  # not due
 
 
+def test_preset_is_the_constructor_and_old_names_still_work():
+    import sono3d.sweep.init as old_init
+    import sono3d.sweep.train as old_train
+
+    cfg = ReconstructConfig.preset("fast", epochs=3, seed=None)
+    assert cfg.preset_name == "fast" and cfg.epochs == 3 and cfg.seed == 0 and cfg.batch == 8
+    assert ReconstructConfig.from_preset("fast", epochs=3) == cfg
+    d = cfg.to_dict()  # report.json keeps its keys: the preset's name under "preset", first
+    assert list(d)[0] == "preset" and d["preset"] == "fast" and "preset_name" not in d
+    assert old_train.reconstruct_sweep is reconstruct_sweep and old_train.ReconstructConfig is ReconstructConfig
+    assert old_init.frame_mask is frame_mask
+
+
 def test_holdout_split_matches_the_baseline():
     from sono3d.sweep.compound import holdout_split as baseline
 
@@ -180,15 +193,13 @@ def test_bad_sweeps_are_refused(frames, match):
 
 def test_volume_metrics_with_truth(tiny_sweep):
     truth_vol = sample_volume(_truth_gaussians(), *grid_for_bounds(np.array([-6.0, -4, -12]), np.array([6.0, 4, 0]), 0.5))
-    cfg = ReconstructConfig.from_preset("small", gaussians_per_slice=8, epochs=1, batch=8)
+    cfg = ReconstructConfig.preset("small", gaussians_per_slice=8, epochs=1, batch=8)
     res = reconstruct_sweep(tiny_sweep, cfg, truth=Volume(truth_vol.array, truth_vol.affine), progress=False)
     v = res.report["volume"]
     assert set(v) >= {"psnr", "ncc", "dice", "threshold", "voxels"} and v["voxels"] > 0
 
 
 def test_unseen_gaussians_are_dropped(tiny_sweep):
-    from sono3d.sweep.train import gaussian_visibility
-
     P = torch.as_tensor(tiny_sweep.image_to_world[:4], dtype=torch.float32)
     g = default_gaussians(np.array([[0.0, 0.0, -5.0], [0.0, 500.0, -5.0]]), 1.0)
     vis = gaussian_visibility(g, P, (24, 24), None, "reference", 3.0)

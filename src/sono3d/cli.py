@@ -13,6 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from sono3d import __version__
+from sono3d.commands import register_all
 from sono3d.errors import SonoError
 
 EXIT_BAD_INPUT = 2
@@ -63,13 +64,7 @@ def _root(
     """Turn ordinary 2D ultrasound into 3D anatomy."""
 
 
-def _register() -> None:
-    from sono3d.commands import register_all
-
-    register_all(app)
-
-
-_register()
+register_all(app)
 
 
 def main() -> None:

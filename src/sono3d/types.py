@@ -14,7 +14,11 @@ import numpy as np
 
 from sono3d.errors import InputError
 
-__all__ = ["Sector", "Sweep", "Volume"]
+__all__ = ["PHASES", "Sector", "Sweep", "Volume"]
+
+# The two cardiac phases, end-diastole and end-systole, in the order every heart array, file and
+# table of sono3d uses (arrays indexed ``[phase]``, files ``ed.vtp`` / ``es.vtp``).
+PHASES = ("ed", "es")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Verb groups of the command line. Each module defines its own typer app or commands and a
-``register(app)`` function; heavy imports happen inside the commands so that ``--help`` is fast."""
+``register(app)`` function. Command modules import sono3d's own modules at the top; heavy optional
+third-party packages (pyvista, matplotlib, ...) load where they are used, so ``--help`` stays fast."""
 
 from __future__ import annotations
 

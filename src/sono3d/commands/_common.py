@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import typer
 
 
@@ -34,8 +35,6 @@ def print_json(obj: Any) -> None:
 
 
 def _to_builtin(o: Any) -> Any:
-    import numpy as np
-
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):

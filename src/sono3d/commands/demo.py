@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from sono3d import demo as demo_module
 
 
 def demo(
@@ -15,12 +18,9 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Simulate a uterus sweep, reconstruct it with 3D Gaussians and compare with compounding."""
-    import tempfile
-
-    from sono3d.sweep.evaluate import demo_comparison
-
     folder = out if out is not None else Path(tempfile.mkdtemp(prefix="sono3d-demo-"))
-    rep = demo_comparison(folder, seed=seed, progress=not quiet)
+    # Looked up on the module at call time, so a test can swap in a smaller demo.
+    rep = demo_module.demo_comparison(folder, seed=seed, progress=not quiet)
     g, b = rep["holdout"], rep["baseline"]
     # PSNR from the MSE pooled over all held-out frames: a per-frame mean is infinite as soon as
     # one empty frame is reproduced exactly, which compounding does.

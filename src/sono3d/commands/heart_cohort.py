@@ -6,6 +6,12 @@ from pathlib import Path
 
 import typer
 
+from sono3d.commands._common import print_json
+from sono3d.errors import InputError
+from sono3d.heart.cohort import generate_cohort, load_case
+from sono3d.simulate.echo_views import ViewOptions
+from sono3d.viz.heart import show_case_figure
+
 
 def add_commands(heart_app: typer.Typer) -> None:
     heart_app.command("cohort")(cohort)
@@ -21,11 +27,6 @@ def cohort(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Generate a labelled four-chamber heart cohort (ED/ES) with six echo views per phase."""
-    from sono3d.commands._common import print_json
-    from sono3d.errors import InputError
-    from sono3d.heart.cohort import generate_cohort
-    from sono3d.simulate.echo_views import ViewOptions
-
     if n <= 0:
         raise InputError(f"--n must be a positive number of cases, got {n}")
     if size < 16 or size > 2048:
@@ -42,10 +43,6 @@ def show_case(
     render_3d: bool = typer.Option(True, "--3d/--no-3d", help="Add a 3D render of the mesh and planes."),
 ) -> None:
     """Draw a case's six views at ED and ES (labels and pseudo-echo) and a 3D render with the planes."""
-    from sono3d.errors import InputError
-    from sono3d.heart.cohort import load_case
-    from sono3d.viz.heart import show_case_figure
-
     if out_png.suffix.lower() != ".png":
         raise InputError(f"{out_png}: the figure must be a .png file")
     case = load_case(cohort_dir, case_id)

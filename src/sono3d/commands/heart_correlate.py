@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from sono3d.commands._common import print_json
+from sono3d.heart.clinical import correlate_table
+
 
 def add_commands(heart_app: typer.Typer) -> None:
     heart_app.command("correlate")(correlate)
@@ -22,9 +25,6 @@ def correlate(
     Rows with an empty or NA cell in either column are skipped. Example:
     sono3d heart correlate cohort.csv --x EF --y GLPS --json
     """
-    from sono3d.commands._common import print_json
-    from sono3d.heart.clinical import correlate_table
-
     res = correlate_table(table, x, y)
     if as_json:
         print_json(res)

@@ -6,6 +6,11 @@ from pathlib import Path
 
 import typer
 
+from sono3d.commands._common import print_json
+from sono3d.errors import InputError
+from sono3d.heart.correspond import FIGURE_NAME, REPORT_NAME, CorrespondOptions, correspond_cohort
+from sono3d.viz.heart import correspondence_histogram
+
 
 def add_commands(heart_app: typer.Typer) -> None:
     heart_app.command("correspond")(correspond)
@@ -23,10 +28,6 @@ def correspond(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Deform the template onto every case (ED and ES); write deformation.npz per case, a report and a histogram."""
-    from sono3d.commands._common import print_json
-    from sono3d.errors import InputError
-    from sono3d.heart.correspond import CorrespondOptions, correspond_cohort
-
     if not cohort_dir.is_dir():
         raise InputError(f"{cohort_dir}: no such cohort folder")
     if not blur > 0:
@@ -38,5 +39,6 @@ def correspond(
     options = CorrespondOptions(blur_mm=blur, reach_mm=reach if reach > 0 else None)
     report = correspond_cohort(cohort_dir, template=template, options=options, workers=workers,
                                progress=progress, reuse=not recompute)
+    correspondence_histogram(report["cases"], cohort_dir / FIGURE_NAME)
     keys = ("n_cases", "chamfer_mm", "vertex_error_mm", "lv_volume_error_pct", "seconds_per_case")
-    print_json({"report": str(cohort_dir / "correspondence_report.json"), **{k: report[k] for k in keys}})
+    print_json({"report": str(cohort_dir / REPORT_NAME), **{k: report[k] for k in keys}})

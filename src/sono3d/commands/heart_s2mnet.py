@@ -6,6 +6,13 @@ from pathlib import Path
 
 import typer
 
+from sono3d.commands._common import print_json
+from sono3d.errors import InputError
+from sono3d.heart.evaluate import evaluate_split, write_evaluation
+from sono3d.heart.predict import predict_files
+from sono3d.heart.training import TrainConfig, train as run_training
+from sono3d.viz.clinical import evaluation_figures
+
 
 def add_commands(heart_app: typer.Typer) -> None:
     heart_app.command("train")(train)
@@ -27,12 +34,6 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Print a line per epoch on stderr."),
 ) -> None:
     """Train S2MNet or the voxel baseline on a cohort (80/10/10 split by case); resumable."""
-    from dataclasses import replace
-
-    from sono3d.commands._common import print_json
-    from sono3d.errors import InputError
-    from sono3d.heart.train import TrainConfig, train as run_training
-
     if config not in ("small", "paper", "tiny"):
         raise InputError(f"--config must be small or paper, got {config!r}")
     if epochs is not None and epochs < 1:
@@ -41,9 +42,7 @@ def train(
         raise InputError(f"--workers must be >= 0, got {workers}")
     if max_cases is not None and max_cases < 3:
         raise InputError(f"--max-cases must be at least 3, got {max_cases}")
-    cfg = TrainConfig.preset(config)
-    changes = {k: v for k, v in (("epochs", epochs), ("workers", workers), ("max_cases", max_cases)) if v is not None}
-    cfg = replace(cfg, **changes)
+    cfg = TrainConfig.preset(config, epochs=epochs, workers=workers, max_cases=max_cases)
     # On --resume the run's stored config wins (only --epochs may extend it).
     res = run_training(cohort_dir, run_dir, model, cfg if (not resume or epochs is not None) else None, seed=seed,
                        resume=resume, device=device, progress=progress)
@@ -57,9 +56,6 @@ def predict(
     out_dir: Path = typer.Argument(..., help="Output folder for heart_ed.vtp, heart_es.vtp and report.json."),
 ) -> None:
     """Predict the heart mesh(es), LV volumes and EF from six echo views."""
-    from sono3d.commands._common import print_json
-    from sono3d.heart.predict import predict_files
-
     print_json(predict_files(run_dir, views, out_dir))
 
 
@@ -73,14 +69,13 @@ def evaluate(
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Write the Bland-Altman and IoU figures."),
 ) -> None:
     """IoU@128³, vertex MSE, Chamfer/Hausdorff, LV volumes, EF error and correlation on a split."""
-    from sono3d.commands._common import print_json
-    from sono3d.errors import InputError
-    from sono3d.heart.evaluate import evaluate_run
-
     if resolution < 8 or resolution > 512:
         raise InputError(f"--resolution must be between 8 and 512, got {resolution}")
-    rep = evaluate_run(run_dir, cohort_dir, out_dir, split=split, baseline=baseline, resolution=resolution,
-                       figures=figures)
+    evaluation = evaluate_split(run_dir, cohort_dir, split=split, baseline=baseline, resolution=resolution)
+    write_evaluation(evaluation, out_dir)
+    if figures:
+        evaluation_figures(evaluation.rows, out_dir, resolution=resolution)
+    rep = evaluation.report
     keys = ("n_cases", "iou128", "vertex_mse", "chamfer_mm", "ef_mae", "ef_pearson")
     summary = {k: rep.get(k) for k in keys}
     if "baseline" in rep:

@@ -7,7 +7,9 @@ from typing import Any
 
 import typer
 
+from sono3d.commands._common import print_json
 from sono3d.errors import InputError
+from sono3d.io import describe
 
 
 def parse_spacing(text: str | None) -> tuple[float, float] | None:
@@ -33,9 +35,6 @@ def info(
                                        help="Pixel spacing in mm (DY[,DX]) for files that store none."),
 ) -> None:
     """Describe a file: kind, frames, shape, pixel spacing, poses; points, labels for meshes."""
-    from sono3d.commands._common import print_json
-    from sono3d.io import describe
-
     summary = describe(path, plus_config=plus_config, spacing_mm=parse_spacing(spacing))
     if json_out:
         print_json(summary)

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from sono3d.commands._common import command_modules
+from sono3d.errors import InputError
+from sono3d.phantoms import build_uterus, save_phantom
 
 phantom_app = typer.Typer(help="Build synthetic phantoms (volumes and surfaces with exact ground truth).",
                           no_args_is_help=True)
@@ -23,9 +25,6 @@ def uterus(
     border: float = typer.Option(1.0, "--border", metavar="MM", help="Thickness of the label volume's border shell."),
 ) -> None:
     """A female pelvic phantom: uterus, endometrium, optional fibroid, ovaries with follicles."""
-    from sono3d.errors import InputError
-    from sono3d.phantoms import build_uterus, save_phantom
-
     if not spacing > 0:
         raise InputError(f"--spacing must be a positive number of mm, got {spacing}")
     if out_dir.exists() and not out_dir.is_dir():

@@ -7,6 +7,10 @@ from pathlib import Path
 import typer
 
 from sono3d.commands._common import command_modules
+from sono3d.io import full_suffix, read_volume, write_sweep, write_volume
+from sono3d.io.registry import lookup
+from sono3d.phantoms import load_phantom
+from sono3d.simulate import SweepConfig, simulate_sweep
 
 simulate_app = typer.Typer(help="Simulate ultrasound acquisitions with exact ground truth.", no_args_is_help=True)
 
@@ -16,8 +20,6 @@ _PARTS = ("simulate_echo",)
 
 def truth_path(out: Path) -> Path:
     """``out.seq.nrrd`` -> ``out_truth.nii.gz`` beside it."""
-    from sono3d.io import full_suffix
-
     suffix = full_suffix(out)
     stem = out.name[: len(out.name) - len(suffix)] if suffix else out.name
     return out.with_name(f"{stem}_truth.nii.gz")
@@ -43,11 +45,6 @@ def sweep(
     seed: int = typer.Option(0, "--seed", help="Seed for perturbations and speckle."),
 ) -> None:
     """Sweep a simulated probe through a phantom; writes the sweep (true poses) and the truth volume."""
-    from sono3d.io import read_volume, write_sweep, write_volume
-    from sono3d.io.registry import lookup
-    from sono3d.phantoms import load_phantom
-    from sono3d.simulate import SweepConfig, simulate_sweep
-
     config = SweepConfig(kind=kind, direction=direction, frames=frames, span_deg=span, length_mm=length,  # type: ignore[arg-type]
                          size_px=size, depth_mm=depth, sector_angle_deg=sector_angle,
                          appearance=appearance, jitter_deg=jitter, speed_variation=speed_variation,  # type: ignore[arg-type]

@@ -6,6 +6,11 @@ from pathlib import Path
 
 import typer
 
+from sono3d.errors import InputError
+from sono3d.io import read_sweep, write_volume
+from sono3d.io.registry import lookup
+from sono3d.sweep.compound import CompoundConfig, compound_sweep
+
 
 def compound(
     sweep_path: Path = typer.Argument(..., metavar="SWEEP", help="Tracked sweep (.seq.nrrd, .igs.mha, ...)."),
@@ -23,11 +28,6 @@ def compound(
                                           help="Leave holes wider than this empty."),
 ) -> None:
     """Paste the frames into a voxel grid at their known poses (mean/max/latest), then fill holes."""
-    from sono3d.errors import InputError
-    from sono3d.io import read_sweep, write_volume
-    from sono3d.io.registry import lookup
-    from sono3d.sweep.compound import CompoundConfig, compound_sweep
-
     # Cheap checks first: no sweep is read for an option or output name that cannot work.
     if spacing is not None and not spacing > 0:
         raise InputError(f"--spacing must be positive, got {spacing} mm")

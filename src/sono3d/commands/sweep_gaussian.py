@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 
 from sono3d.errors import InputError
+from sono3d.sweep.export import reconstruct_to_folder, render_to_sweep
+from sono3d.sweep.reconstruct import ReconstructConfig
 
 
 def _spacing(value: Optional[float]) -> Optional[tuple[float, float]]:
@@ -46,10 +48,7 @@ def reconstruct(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Reconstruct a 3D volume from a sweep with 3D Gaussians (slices to structures)."""
-    from sono3d.sweep.export import reconstruct_to_folder
-    from sono3d.sweep.train import ReconstructConfig
-
-    config = ReconstructConfig.from_preset(
+    config = ReconstructConfig.preset(
         preset, poses=poses, span_deg=span, fan_axis=fan_axis, pivot_offset_mm=pivot_offset,
         gaussians_per_slice=gaussians_per_slice, init=init, epochs=epochs, batch=batch, holdout=holdout,
         density_control=density_control, refine_poses=refine_poses, backend=backend, device=device, seed=seed,
@@ -84,8 +83,6 @@ def render(
     plus_config: Optional[Path] = typer.Option(None, "--plus-config", help="PLUS configuration XML."),
 ) -> None:
     """Render Gaussians on the planes of a sweep into a new sweep file."""
-    from sono3d.sweep.export import render_to_sweep
-
     path = render_to_sweep(gaussians, sweep, out, poses=poses, span_deg=span, fan_axis=fan_axis,
                            pivot_offset_mm=pivot_offset, backend=backend, plus_config=plus_config,
                            spacing_mm=_spacing(spacing))

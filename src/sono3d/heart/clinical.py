@@ -16,16 +16,16 @@ Volumes are in mL (1 mL = 1000 mm³) from meshes in mm. EF is in percent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import csv
 import math
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from sono3d.errors import FileFormatError, InputError
+from sono3d.geometry.mesh import enclosed_volume_mm3
 from sono3d.metrics.stats import BlandAltman, Pearson, bland_altman, mae, pearson, spearman
 
 __all__ = [
@@ -88,8 +88,6 @@ def lv_volume_ml(mesh: Any, method: str = "divergence", subsample: float = 1.0, 
         See the module notes; ``subsample`` and ``seed`` apply to ``"delaunay"`` only.
     """
     if method == "divergence":
-        from sono3d.geometry.mesh import enclosed_volume_mm3
-
         if not hasattr(mesh, "faces"):
             raise InputError("the divergence route needs a closed surface mesh, not bare points")
         return enclosed_volume_mm3(mesh, check=True) / MM3_PER_ML

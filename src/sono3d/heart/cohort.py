@@ -22,6 +22,7 @@ import csv
 import json
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,12 @@ from typing import Any
 import numpy as np
 
 from sono3d.errors import FileFormatError, InputError
+from sono3d.geometry.mesh import enclosed_volume_mm3, require_watertight
+from sono3d.io import read_mesh, write_mesh
 from sono3d.io.atomic import atomic_path
+from sono3d.phantoms.heart import heart_mesh, heart_phases, lv_cavity_mesh, sample_placement, sample_shape
+from sono3d.simulate.echo_views import ViewOptions, simulate_views
+from sono3d.types import PHASES
 
 __all__ = [
     "COHORT_FORMAT",
@@ -43,6 +49,7 @@ __all__ = [
     "case_ids",
     "read_manifest",
     "read_labelled_mesh",
+    "read_case_mesh",
     "read_vtk_cohort",
     "read_ghdheart",
     "read_cohort",
@@ -85,8 +92,6 @@ class HeartCase:
 
     def lv_volumes_ml(self) -> tuple[float | None, float | None]:
         """EDV and ESV (mL) recomputed from the cavity meshes (``None`` where a cavity is missing)."""
-        from sono3d.geometry.mesh import enclosed_volume_mm3
-
         def vol(m: Any, what: str) -> float | None:
             if m is None:
                 return None
@@ -112,9 +117,6 @@ def generate_case(seed: int, index: int, size: int = 128, options: Any = None) -
     Returns a dict with ``id``, ``row`` (manifest row), ``points`` ``{"ed", "es"}`` ([V, 3]
     float32-exact), ``landmarks`` and ``views`` (see :func:`sono3d.simulate.echo_views.simulate_views`).
     """
-    from sono3d.phantoms.heart import heart_phases, sample_placement, sample_shape
-    from sono3d.simulate.echo_views import ViewOptions, simulate_views
-
     opt = options if options is not None else ViewOptions(size=size)
     rng = np.random.default_rng([int(seed), int(index)])
     shape = sample_shape(rng)
@@ -133,10 +135,7 @@ def generate_case(seed: int, index: int, size: int = 128, options: Any = None) -
 
 def write_case(case_dir: Path, data: dict[str, Any]) -> None:
     """Write one generated case's files into ``case_dir`` (which must exist)."""
-    from sono3d.io import write_mesh
-    from sono3d.phantoms.heart import heart_mesh, lv_cavity_mesh
-
-    for phase in ("ed", "es"):
+    for phase in PHASES:
         pts = data["points"][phase]
         # .vtp keeps the field arrays (part names, cavity faces) beside the points and labels
         write_mesh(case_dir / f"{phase}.vtp", heart_mesh(pts))
@@ -148,7 +147,7 @@ def write_case(case_dir: Path, data: dict[str, Any]) -> None:
                                 landmark_names=np.array(sorted(data["landmarks"]["ed"])),
                                 landmarks=np.stack([np.stack([data["landmarks"][ph][k] for k in
                                                               sorted(data["landmarks"]["ed"])])
-                                                    for ph in ("ed", "es")]))
+                                                    for ph in PHASES]))
     with atomic_path(case_dir / "params.json") as tmp:
         tmp.write_text(json.dumps(data["row"], indent=1) + "\n", encoding="utf-8")
 
@@ -235,10 +234,6 @@ def generate_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, size
     progress : bool
         Show a progress bar on stderr.
     """
-    import time
-
-    from sono3d.simulate.echo_views import ViewOptions
-
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         raise InputError(f"the number of cases must be a positive integer, got {n}")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers <= 0:
@@ -326,7 +321,11 @@ def read_manifest(cohort_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
 # Loading
 # --------------------------------------------------------------------------------------------
 
-def _read_vtp(path: Path) -> Any:
+def read_case_mesh(path: str | os.PathLike[str]) -> Any:
+    """A case's surface file (``.vtp``, with its field arrays) as PyVista ``PolyData``.
+
+    Raises :class:`FileFormatError` for a file VTK cannot read or an empty mesh.
+    """
     import pyvista as pv
 
     try:
@@ -344,23 +343,21 @@ def load_case(cohort_dir: str | os.PathLike[str], case: str | int, views: bool =
     Raises :class:`InputError` for an unknown id, a surface without ``elemTag``, or an LV cavity that
     is not watertight.
     """
-    from sono3d.geometry.mesh import require_watertight
-
     cid = case_id(case) if isinstance(case, (int, np.integer)) else str(case)
     d = Path(cohort_dir) / "cases" / cid
     if not d.is_dir():
         raise InputError(f"{cohort_dir}: no complete case '{cid}'")
     out = HeartCase(id=cid, source=str(d))
-    for phase in ("ed", "es"):
+    for phase in PHASES:
         p = d / f"{phase}.vtp"
         if p.is_file():
-            m = _read_vtp(p)
+            m = read_case_mesh(p)
             if "elemTag" not in m.cell_data:
                 raise InputError(f"{p}: mesh has no elemTag labels")
             setattr(out, phase, m)
         c = d / f"lv_cavity_{phase}.vtp"
         if c.is_file():
-            cav = _read_vtp(c)
+            cav = read_case_mesh(c)
             require_watertight(cav, f"{c} (LV cavity)")
             setattr(out, f"lv_cavity_{phase}", cav)
     if out.ed is None:
@@ -434,18 +431,6 @@ def read_vtk_cohort(folder: str | os.PathLike[str], label: str = "elemTag") -> l
     return [HeartCase(id=p.stem, ed=read_labelled_mesh(p, label), source=str(p)) for p in files]
 
 
-def _read_surface(path: Path, scale: float) -> Any:
-    try:
-        from sono3d.io import read_mesh
-    except ImportError:  # pragma: no cover - the I/O module is always there in a full install
-        import pyvista as pv
-
-        m = pv.read(str(path))
-        m.points = np.asarray(m.points) * scale
-        return m
-    return read_mesh(path, scale=scale)
-
-
 def read_ghdheart(folder: str | os.PathLike[str], case: str = "ghdheart", scale: float = 100.0) -> HeartCase:
     """The GHDHeart four-chamber surfaces (``LV.obj RV.obj LA.obj RA.obj``; coordinates x 100 = mm).
 
@@ -458,8 +443,6 @@ def read_ghdheart(folder: str | os.PathLike[str], case: str = "ghdheart", scale:
     """
     import pyvista as pv
 
-    from sono3d.geometry.mesh import enclosed_volume_mm3, require_watertight
-
     d = Path(folder)
     missing = [n for n in _GHD_FILES if not (d / n).is_file()]
     if missing:
@@ -467,7 +450,7 @@ def read_ghdheart(folder: str | os.PathLike[str], case: str = "ghdheart", scale:
     pieces = []
     myocardium_ml = 0.0
     for name, tag in _GHD_FILES.items():
-        m = _read_surface(d / name, scale).triangulate()
+        m = read_mesh(d / name, scale=scale).triangulate()
         m.clear_data()
         m.cell_data["elemTag"] = np.full(m.n_cells, tag, dtype=np.int32)
         m.point_data["elemTag"] = np.full(m.n_points, tag, dtype=np.int32)

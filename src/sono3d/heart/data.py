@@ -6,7 +6,7 @@ Targets are
 
 * **s2mnet**: the displacement ``[V, 3]`` (mm) of the template's vertices onto the case;
 * **voxel**: occupancy ``[2, R, R, R]`` (float 0/1, indexed ``[z, y, x]``) over a common box:
-  channel 0 the whole heart (:func:`sono3d.heart.evaluate.occupancy`), channel 1 the LV cavity.
+  channel 0 the whole heart (:func:`sono3d.heart.occupancy.occupancy`), channel 1 the LV cavity.
 
 The echo frame
 --------------
@@ -44,9 +44,14 @@ from typing import Any
 import numpy as np
 
 from sono3d.errors import FileFormatError, InputError
+from sono3d.heart.cohort import read_case_mesh
+from sono3d.heart.template import load_template
+from sono3d.io.atomic import atomic_path
+from sono3d.types import PHASES
 
 __all__ = [
     "PHASES",
+    "SPLITS",
     "CohortArrays",
     "HeartViewsDataset",
     "Augment",
@@ -60,7 +65,6 @@ __all__ = [
     "voxel_box",
 ]
 
-PHASES = ("ed", "es")
 SPLITS = ("train", "val", "test")
 
 
@@ -92,8 +96,6 @@ def split_cases(ids: list[str], seed: int, fractions: tuple[float, float, float]
 
 
 def write_split(run_dir: str | os.PathLike[str], split: dict[str, list[str]], seed: int) -> Path:
-    from sono3d.io.atomic import atomic_path
-
     path = Path(run_dir) / "split.json"
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps({"seed": int(seed), **split}, indent=1) + "\n", encoding="utf-8")
@@ -247,8 +249,6 @@ def _deformation_targets(cohort: Path, cid: str, templates: dict[str, Any]) -> n
     """World points ``[2, V, 3]`` of a case from its ``deformation.npz`` (arrays ``ed``, ``es``: the
     displacements of the template's vertices, and ``template_id``: the case id or mesh path of the
     template, as ``sono3d heart correspond`` writes them). Loaded templates are cached in ``templates``."""
-    from sono3d.heart.correspond import load_template
-
     path = cohort / "cases" / cid / "deformation.npz"
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -318,14 +318,9 @@ def load_cohort_arrays(cohort_dir: str | os.PathLike[str], ids: list[str], size:
 
 
 def _read_mesh(path: Path) -> Any:
-    import pyvista as pv
-
     if not path.is_file():
         raise InputError(f"{path.parent}: case lacks {path.name}")
-    try:
-        return pv.read(str(path))
-    except Exception as exc:  # noqa: BLE001 - VTK raises many types for corrupt files
-        raise FileFormatError(f"{path}: cannot read mesh ({' '.join(str(exc).split())[:100]})") from None
+    return read_case_mesh(path)
 
 
 def voxel_box(points: np.ndarray, pad_mm: float = 4.0) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,8 @@ in mm; displacements ``[B, V, 3]`` in mm.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -119,7 +120,9 @@ class NetConfig:
     global_code_px: int = 32
 
     @classmethod
-    def preset(cls, name: str) -> "NetConfig":
+    def preset(cls, name: str = "small", **overrides: Any) -> "NetConfig":
+        """A named network (``small``, ``paper`` or ``tiny``) with some fields replaced (``None``
+        values in ``overrides`` are ignored)."""
         presets = {
             "small": cls(coord_channels=True, encoder_stride=16, global_affine=True, global_code=64),
             "paper": cls(encoder="resnet50", width=1.0, image_size=128, lift_channels=64, n_fields=6,
@@ -131,7 +134,7 @@ class NetConfig:
         }
         if name not in presets:
             raise InputError(f"unknown network preset '{name}' (known: {', '.join(presets)})")
-        return presets[name]
+        return replace(presets[name], **{k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sono3d.errors import FileFormatError, InputError, SonoError
+from sono3d.geometry.mesh import enclosed_volume_mm3, is_watertight, label_values
 from sono3d.io.atomic import full_suffix
 from sono3d.io.registry import check_file, lookup, reason, sniff_kind
+from sono3d.io.video import read_image_folder
 from sono3d.types import Sweep, Volume
 
 __all__ = ["read_sweep", "write_sweep", "read_volume", "write_volume", "read_mesh", "write_mesh", "read_any", "describe"]
@@ -67,8 +69,6 @@ def read_sweep(
     if spacing_mm is not None:
         spacing_mm = _check_spacing(spacing_mm)
     if Path(path).is_dir():
-        from sono3d.io.video import read_image_folder
-
         p = check_file(path, allow_dir=True)
         return _guarded(p, "image folder", lambda: read_image_folder(p, spacing_mm=spacing_mm))
     fmt = lookup(path, "sweep")
@@ -186,8 +186,6 @@ def describe(path: PathLike, plus_config: PathLike | None = None,
                    spacing_mm=list(obj.spacing_mm), has_poses=False, dtype=str(obj.array.dtype),
                    affine=obj.affine.tolist())
         return out
-    from sono3d.geometry.mesh import enclosed_volume_mm3, is_watertight, label_values
-
     mesh = obj
     label_name = next((n for n in ("elemTag", "labels", "label", "RegionId", "obj_group")
                        if n in mesh.cell_data or n in mesh.point_data), None)

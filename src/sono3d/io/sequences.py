@@ -44,7 +44,8 @@ import numpy as np
 from sono3d.errors import FileFormatError, InputError
 from sono3d.io.atomic import atomic_path, full_suffix
 from sono3d.io.metaimage import format_numbers, read_metaimage, write_metaimage
-from sono3d.io.volumes import LPS_TO_RAS
+from sono3d.io.registry import check_file
+from sono3d.io.volumes import LPS_TO_RAS, _read_nrrd
 from sono3d.types import Sector, Sweep
 
 __all__ = ["PlusConfig", "read_plus_config", "read_sequence", "write_seq_nrrd", "write_seq_mha",
@@ -86,6 +87,9 @@ class PlusConfig:
         ``FanRadiusStartPixel`` / ``FanRadiusStopPixel`` (or ``0`` / ``FanDepth``).
     reconstruction : dict[str, str]
         All attributes of the ``VolumeReconstruction`` element, as text.
+    hole_filling : tuple of dict[str, str]
+        Attributes of every ``HoleFillingElement`` (under ``<HoleFilling>``), in order, as text
+        (turned into kernels by :func:`sono3d.sweep.compound.read_plus_hole_filling`).
     """
 
     path: Path
@@ -101,6 +105,7 @@ class PlusConfig:
     fan_angles_deg: tuple[float, float] | None = None
     fan_radius_px: tuple[float, float] | None = None
     reconstruction: dict[str, str] = field(default_factory=dict)
+    hole_filling: tuple[dict[str, str], ...] = ()
 
     @property
     def image_to_probe(self) -> np.ndarray | None:
@@ -159,8 +164,6 @@ def read_plus_config(path: str | Path) -> PlusConfig:
     FileFormatError
         Missing file, not XML, not a ``PlusConfiguration``, or a malformed matrix.
     """
-    from sono3d.io.registry import check_file
-
     path = check_file(path)
     try:
         root = ET.parse(path).getroot()
@@ -200,6 +203,7 @@ def read_plus_config(path: str | Path) -> PlusConfig:
         fan_angles_deg=_floats(get("FanAnglesDeg", "FanAngles"), 2, path, "FanAnglesDeg"),  # type: ignore[arg-type]
         fan_radius_px=None if r1 is None else ((r0 or (0.0,))[0], r1[0]),
         reconstruction=rec,
+        hole_filling=tuple(dict(el.attrib) for el in root.iter("HoleFillingElement")),
     )
 
 
@@ -358,8 +362,6 @@ def _read_header_and_frames(path: Path) -> tuple[dict[str, str], np.ndarray, str
         elif ndims != 3:
             raise FileFormatError(f"{path}: a sequence needs 2D frames over time, got NDims = {ndims}")
         return img.fields, a, "metaimage"
-    from sono3d.io.volumes import _read_nrrd
-
     data, header = _read_nrrd(path)
     kinds = [str(k).lower() for k in header.get("kinds", [])] or ["domain"] * data.ndim
     if len(kinds) != data.ndim:

@@ -142,6 +142,25 @@ def ncc(a: Any, b: Any, mask: Any = None) -> float:
 # SSIM, NumPy
 
 
+def _ssim_constants(data_range: float, k1: float, k2: float) -> tuple[float, float]:
+    """``C1 = (K1 L)^2`` and ``C2 = (K2 L)^2`` for the dynamic range ``L`` (checked positive)."""
+    if data_range <= 0:
+        raise InputError(f"data_range must be positive, got {data_range}")
+    return (k1 * data_range) ** 2, (k2 * data_range) ** 2
+
+
+def _ssim_from_moments(mu_a: Any, mu_b: Any, e_aa: Any, e_bb: Any, e_ab: Any, c1: float, c2: float) -> Any:
+    """The SSIM map from the local moments ``E[a], E[b], E[a^2], E[b^2], E[ab]`` (NumPy or torch alike).
+
+    ``(2 mu_a mu_b + C1)(2 cov + C2) / ((mu_a^2 + mu_b^2 + C1)(var_a + var_b + C2))`` with population
+    (co)variances; shared by :func:`ssim_map` and :func:`ssim_torch` so both compute the same numbers.
+    """
+    mu_aa, mu_bb, mu_ab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
+    num = (2 * mu_ab + c1) * (2 * (e_ab - mu_ab) + c2)
+    den = (mu_aa + mu_bb + c1) * ((e_aa - mu_aa) + (e_bb - mu_bb) + c2)
+    return num / den
+
+
 def _check_ssim_shape(shape: tuple[int, ...], win: int) -> None:
     if len(shape) not in (2, 3):
         raise InputError(f"SSIM needs a 2D image or 3D volume, got shape {shape}")
@@ -190,17 +209,11 @@ def ssim_map(
     """
     a, b = _pair(a, b)
     _check_ssim_shape(a.shape, win_size)
-    if data_range <= 0:
-        raise InputError(f"data_range must be positive, got {data_range}")
+    c1, c2 = _ssim_constants(data_range, k1, k2)
     w1 = gaussian_window_1d(win_size, sigma)
-    mu_a = _filter_valid(a, w1)
-    mu_b = _filter_valid(b, w1)
-    var_a = _filter_valid(a * a, w1) - mu_a**2
-    var_b = _filter_valid(b * b, w1) - mu_b**2
-    cov = _filter_valid(a * b, w1) - mu_a * mu_b
-    c1 = (k1 * data_range) ** 2
-    c2 = (k2 * data_range) ** 2
-    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    # One product at a time, so a large volume never holds more than one extra full-size array.
+    return _ssim_from_moments(_filter_valid(a, w1), _filter_valid(b, w1), _filter_valid(a * a, w1),
+                              _filter_valid(b * b, w1), _filter_valid(a * b, w1), c1, c2)
 
 
 def _crop_mask(mask: Any, shape: tuple[int, ...], win: int) -> np.ndarray | None:
@@ -312,6 +325,7 @@ def ssim_torch(
         raise InputError(f"SSIM needs frames of at least {win_size}x{win_size}, got {h}x{w}")
     if reduction not in ("mean", "none"):
         raise InputError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    c1, c2 = _ssim_constants(data_range, k1, k2)
     if not x.is_floating_point():
         x, y = x.float(), y.float()
     y = y.to(x.dtype)
@@ -324,13 +338,7 @@ def ssim_torch(
     stats = torch.stack([x2, y2, x2 * x2, y2 * y2, x2 * y2], dim=-1).permute(0, 3, 1, 2)
     stats = F.conv2d(F.conv2d(stats, kh, groups=5), kv, groups=5)  # [B, 5, H-win+1, W-win+1]
     # Back to planar layout so the element-wise algebra below runs on contiguous maps.
-    mu_x, mu_y, exx, eyy, exy = stats.contiguous().unbind(dim=1)
-    mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
-    c1 = (k1 * data_range) ** 2
-    c2 = (k2 * data_range) ** 2
-    num = (2 * mu_xy + c1) * (2 * (exy - mu_xy) + c2)
-    den = (mu_xx + mu_yy + c1) * ((exx - mu_xx) + (eyy - mu_yy) + c2)
-    smap = num / den  # [B, h', w']
+    smap = _ssim_from_moments(*stats.contiguous().unbind(dim=1), c1, c2)  # [B, h', w']
 
     if mask is None:
         per_frame = smap.mean(dim=(1, 2))

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from sono3d.errors import InputError
+from sono3d.io import read_mesh, read_volume, write_mesh, write_volume
 from sono3d.io.atomic import atomic_path
 from sono3d.phantoms.uterus import ECHOGENICITY, Phantom, UterusParams
 
@@ -41,8 +42,6 @@ def save_phantom(phantom: Phantom, out_dir: str | Path) -> dict[str, Path]:
     Every file is written atomically; the JSON description goes last, so a folder with a
     ``phantom.json`` is complete.
     """
-    from sono3d.io import write_mesh, write_volume
-
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
@@ -68,8 +67,6 @@ def load_phantom(folder: str | Path, mesh: bool = False) -> Phantom:
 
     Raises :class:`InputError` naming the missing files when the folder is not a phantom.
     """
-    from sono3d.io import read_mesh, read_volume
-
     d = Path(folder)
     if not d.is_dir():
         raise InputError(f"{d}: not a phantom folder (it does not exist or is not a folder)")

@@ -39,7 +39,9 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 
 from sono3d.errors import InputError
+from sono3d.geometry.mesh import signed_volume_triangles
 from sono3d.geometry.transforms import euler_to_matrix
+from sono3d.types import PHASES
 
 __all__ = [
     "ELEM_TAGS",
@@ -508,8 +510,6 @@ def _rv_extent(lv: _LV, shrink: float) -> tuple[float, float]:
 
 
 def _crescent_volume(lv: _LV, half_angle: float, z_lo: float, z_hi: float, thickness: float) -> float:
-    from sono3d.geometry.mesh import signed_volume_triangles
-
     p = _crescent(_RES["rv"], lv, half_angle, z_lo, z_hi, thickness, 1.0)
     return signed_volume_triangles(p, _sphere_faces(*_RES["rv"]))
 
@@ -659,8 +659,6 @@ def build_heart_phase(shape: HeartShape, placement: Placement | None = None, pha
     The points are rounded to ``dtype`` (float32 by default, as written to disk) before the LV
     volume is measured, so that a volume recomputed from the written file agrees exactly.
     """
-    from sono3d.geometry.mesh import signed_volume_triangles
-
     placement = placement or Placement()
     M = placement.matrix()
     p, lm = _phase_points(shape, phase)
@@ -674,7 +672,7 @@ def build_heart_phase(shape: HeartShape, placement: Placement | None = None, pha
 
 def heart_phases(shape: HeartShape, placement: Placement | None = None) -> dict[str, HeartPhase]:
     """Both phases: ``{"ed": ..., "es": ...}``."""
-    return {ph: build_heart_phase(shape, placement, ph) for ph in ("ed", "es")}
+    return {ph: build_heart_phase(shape, placement, ph) for ph in PHASES}
 
 
 def with_ef(shape: HeartShape, ef: float) -> HeartShape:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from sono3d.errors import InputError
+from sono3d.geometry.mesh import signed_volume_triangles, triangles
 from sono3d.geometry.transforms import rot_x, rot_y
 from sono3d.phantoms.shapes import (
     Ellipsoid,
@@ -404,8 +405,6 @@ def surface_mesh(blocks: dict[str, tuple[tuple[tuple[slice, slice, slice], np.nd
     ``blocks`` maps a name to ``((slices, field values), label)``. Triangles are oriented outwards.
     """
     import pyvista as pv
-
-    from sono3d.geometry.mesh import signed_volume_triangles, triangles
 
     pieces = []
     for (sl, d), label in blocks.values():

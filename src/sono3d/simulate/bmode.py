@@ -37,6 +37,7 @@ from scipy import fft as sp_fft
 from scipy import ndimage
 
 from sono3d.errors import InputError
+from sono3d.geometry.sector import sector_mask
 from sono3d.types import Sector
 
 __all__ = ["BModeParams", "bmode", "rf_frames", "envelope", "log_compress", "pseudo_echo",
@@ -327,8 +328,6 @@ def bmode(echo: np.ndarray, spacing_mm: tuple[float, float], params: BModeParams
     env = _fast_envelope(st, e.shape[1]).transpose(0, 2, 1) / np.float32(ref * np.sqrt(2.0))
     out = env if return_envelope else log_compress(env, params.dynamic_range_db, 1.0, params.gain_db)
     if sector is not None:
-        from sono3d.geometry.sector import sector_mask
-
         out = out * sector_mask(sector, e.shape[1:], (dy, dx))[None]
     out = out.astype(np.float32)
     return out[0] if single else out

@@ -29,9 +29,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sono3d.errors import InputError
+from sono3d.geometry.mesh import triangles
 from sono3d.geometry.planes import image_to_world_matrix, plane_rigid
 from sono3d.geometry.sector import sector_for_probe, sector_mask
 from sono3d.geometry.transforms import axis_angle_to_matrix, euler_to_matrix, matrix_to_euler
+from sono3d.phantoms.heart import PARTS, VIEW_LABELS, heart_topology
+from sono3d.simulate.bmode import pseudo_echo
 from sono3d.types import Sector
 
 __all__ = [
@@ -156,8 +159,6 @@ def phantom_layers() -> ViewLayers:
 
     Shells (outer + inner surface) paint the wall; the inner surface alone paints the blood pool.
     """
-    from sono3d.phantoms.heart import PARTS, VIEW_LABELS, heart_topology
-
     topo = heart_topology()
     n = len(topo.faces)
     faces = np.concatenate([topo.faces, topo.lv_cavity_faces])
@@ -189,8 +190,6 @@ def mesh_layers(mesh, label: str = "elemTag") -> ViewLayers:  # noqa: ANN001 - p
     Each label's cells should form closed surfaces (a wall region's boundary); the even-odd fill
     then paints the wall. Raises :class:`InputError` when the mesh has no cell label array.
     """
-    from sono3d.geometry.mesh import triangles
-
     if label not in mesh.cell_data:
         raise InputError(f"mesh has no cell label array '{label}'")
     tri = mesh if mesh.is_all_triangles else mesh.triangulate()
@@ -400,8 +399,6 @@ def simulate_views(points_by_phase: list[np.ndarray], landmarks: dict[str, np.nd
     (sector apex), ``opening_deg`` [6], ``depth_mm`` [6],
     ``spacing_mm`` [6], ``view_names`` [6] str.
     """
-    from sono3d.simulate.bmode import pseudo_echo
-
     opt = options or ViewOptions()
     layers = layers or phantom_layers()
     P = len(points_by_phase)

@@ -15,42 +15,52 @@ the organ (interior and border) from the background half-way between 0 and the i
 from __future__ import annotations
 
 import math
-import os
-from typing import Any
 
 import numpy as np
+from scipy.spatial import Delaunay, QhullError
 
 from sono3d.errors import InputError
-from sono3d.metrics import l1, mse, ncc, psnr, ssim
+from sono3d.metrics import dice, l1, mse, ncc, psnr, ssim
 
-__all__ = ["METRIC_KEYS", "holdout_split", "frame_metrics", "swept_region", "volume_metrics", "dice",
-           "demo_comparison", "pooled_psnr"]
+__all__ = ["METRIC_KEYS", "holdout_split", "frame_metrics", "pooled_psnr", "swept_region", "volume_metrics"]
 
 METRIC_KEYS = ("l1", "l2", "ssim", "psnr", "ncc")
 
 
-def holdout_split(n_frames: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training and held-out frame indices; ``k = 0`` holds nothing out.
+def holdout_split(n_frames: int, k: int = 5, min_train: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Training and held-out frame indices: every ``k``-th frame is held out; ``k = 0`` holds nothing out.
 
-    For ``k >= 2`` this is :func:`sono3d.sweep.compound.holdout_split` (frames ``k // 2``,
-    ``k // 2 + k``, ... are held out), so the Gaussian engine and the compounding baseline are
-    scored on the same frames.
+    The held-out frames are ``k // 2, k // 2 + k, ...`` so that both ends of the sweep stay in
+    training and every held-out plane lies between training planes. The Gaussian engine and the
+    compounding baseline (:func:`sono3d.sweep.compound.evaluate_holdout`) both split with this
+    function, so they are scored on the same frames.
+
+    Parameters
+    ----------
+    n_frames : int
+    k : int
+        Hold out every ``k``-th frame (``k >= 2``), or nothing (``k = 0``).
+    min_train : int
+        Fewest training frames accepted (a reconstruction needs 2; compounding works from 1).
 
     Raises
     ------
     InputError
-        ``k`` is 1 or negative, or too few frames remain for training (fewer than 2).
+        ``k`` is 1 or negative, the sweep is too short to hold out every ``k``-th frame, or fewer
+        than ``min_train`` frames remain for training.
     """
-    from sono3d.sweep.compound import holdout_split as split
-
     if k < 0 or k == 1:
         raise InputError(f"holdout must be 0 (none) or at least 2 (every k-th frame), got {k}")
+    idx = np.arange(n_frames)
     if k == 0:
-        train, hold = np.arange(n_frames), np.zeros(0, dtype=int)
+        train, hold = idx, np.zeros(0, dtype=int)
     else:
-        train, hold = split(n_frames, k)
-    if train.size < 2:
-        raise InputError(f"a reconstruction needs at least 2 training frames, the sweep leaves {train.size}")
+        hold = idx[(idx % k) == (k // 2)]
+        if hold.size == 0 or hold.size == n_frames:
+            raise InputError(f"a sweep of {n_frames} frames is too short to hold out every {k}-th frame")
+        train = idx[(idx % k) != (k // 2)]
+    if train.size < min_train:
+        raise InputError(f"a reconstruction needs at least {min_train} training frames, the sweep leaves {train.size}")
     return train, hold
 
 
@@ -119,8 +129,6 @@ def swept_region(affine: np.ndarray, shape: tuple[int, int, int], poses: np.ndar
     frame_mask : ndarray of bool, shape (H, W)
         Imaged pixels of a frame; its outline (every 8th boundary pixel) spans the hull.
     """
-    from scipy.spatial import Delaunay, QhullError
-
     rows, cols = np.nonzero(frame_mask)
     # Outline points of the mask: extreme columns on each row (enough for a convex hull).
     outline = []
@@ -146,14 +154,6 @@ def swept_region(affine: np.ndarray, shape: tuple[int, int, int], poses: np.ndar
         world = ijk @ affine[:3, :3].T + affine[:3, 3]
         out[:, :, k] = (hull.find_simplex(world) >= 0).reshape(X, Y)
     return out
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap ``2 |a & b| / (|a| + |b|)`` of two boolean arrays (1 when both are empty)."""
-    a = np.asarray(a, dtype=bool)
-    b = np.asarray(b, dtype=bool)
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
 
 
 def volume_metrics(recon: np.ndarray, truth: np.ndarray, region: np.ndarray | None = None,
@@ -187,44 +187,3 @@ def volume_metrics(recon: np.ndarray, truth: np.ndarray, region: np.ndarray | No
         "threshold": float(threshold),
         "voxels": int(m.sum()),
     }
-
-
-def demo_comparison(out_dir: "str | os.PathLike[str]", seed: int = 0, frames: int = 50, size_px: int = 128,
-                    progress: bool = True, config: Any = None) -> dict[str, Any]:
-    """The whole path on a generated uterus: phantom, sweep, Gaussian reconstruction, compounding baseline.
-
-    Builds the uterus phantom (``seed``), simulates a label-appearance fan sweep of ``frames``
-    frames of ``size_px`` pixels, writes it (``sweep.seq.nrrd``) and the truth (``truth.nii.gz``),
-    reconstructs it with :func:`~sono3d.sweep.export.reconstruct_to_folder` (tracked poses, every
-    5th frame held out) and compounds the same training frames with the classic baseline
-    (:func:`sono3d.sweep.compound.evaluate_holdout`, voxels of one pixel spacing).
-
-    Returns
-    -------
-    dict
-        The reconstruction report with ``baseline`` (the compounding hold-out metrics) added; also
-        written to ``report.json`` in ``out_dir``.
-    """
-    from pathlib import Path
-
-    from sono3d.io import write_sweep, write_volume
-    from sono3d.phantoms.uterus import build_uterus
-    from sono3d.simulate.sweeps import SweepConfig, simulate_sweep
-    from sono3d.sweep.compound import CompoundConfig, evaluate_holdout
-    from sono3d.sweep.export import reconstruct_to_folder, write_report
-    from sono3d.sweep.train import ReconstructConfig
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    phantom = build_uterus(seed=seed, mesh=False, spacing_mm=1.0)
-    sweep, truth = simulate_sweep(phantom, SweepConfig(frames=frames, size_px=size_px, appearance="labels",
-                                                       seed=seed))
-    write_sweep(out / "sweep.seq.nrrd", sweep)
-    write_volume(out / "truth.nii.gz", truth)
-    cfg = config if config is not None else ReconstructConfig.from_preset("fast", seed=seed)
-    report = reconstruct_to_folder(out / "sweep.seq.nrrd", out, cfg, truth_path=out / "truth.nii.gz",
-                                   progress=progress)
-    base = evaluate_holdout(sweep, cfg.holdout or 5, CompoundConfig(spacing_mm=max(sweep.spacing_mm)))
-    report["baseline"] = {**base, "psnr_pooled": pooled_psnr(base["l2"])}
-    write_report(out / "report.json", report)
-    return report

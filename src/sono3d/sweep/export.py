@@ -1,112 +1,34 @@
-"""From Gaussians to files: rendered frames, a regular volume (NIfTI), a PNG grid, ``report.json``.
+"""From a sweep file to files: a reconstruction folder (``gaussians.ply``, ``volume.nii.gz``, a PNG grid,
+``report.json``), and Gaussians re-rendered into a sweep file.
 
-The volume is sampled by rendering its own slices: voxel slice ``k`` is an image plane whose
-pixel ``(col, row)`` is voxel ``(i, j) = (col, row)``, i.e. ``image_to_world = affine @ P_k`` with
-``P_k`` mapping ``(col, row, 0, 1)`` to ``(col, row, k, 1)``. Rendering a few such planes at a time
-through :func:`~sono3d.sweep.raster.render_slices` keeps memory bounded and reuses the fastest
-rasterizer (the model is the same: ``V(x) = sum_g sigmoid(o_g) exp(-d^T Sigma^-1 d / 2) I_g``).
+The top of the sweep engine: it reads and writes files (:mod:`sono3d.io`) around
+:func:`~sono3d.sweep.reconstruct.reconstruct_sweep` and the renderers of :mod:`sono3d.sweep.render`.
 """
 
 from __future__ import annotations
 
 import json
-import time
 import math
 import os
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from sono3d.errors import InputError
+from sono3d.io import read_sweep, read_volume, write_sweep, write_volume
 from sono3d.io.atomic import atomic_path
-from sono3d.sweep.gaussians import Gaussians
-from sono3d.sweep.raster import render_slices
-from sono3d.types import Volume
+from sono3d.sweep.compound import CompoundConfig, clip_mask
+from sono3d.sweep.gaussians import load_ply, save_ply
+from sono3d.sweep.initialise import sweep_bounds
+from sono3d.sweep.poses import resolve_poses
+from sono3d.sweep.raster import choose_backend
+from sono3d.sweep.reconstruct import PRESETS, reconstruct_sweep
+from sono3d.sweep.render import default_volume_spacing, grid_for_bounds, render_frames, sample_volume
 
-__all__ = ["render_frames", "grid_for_bounds", "sample_volume", "save_slices_png", "write_report",
-           "default_volume_spacing", "reconstruct_to_folder", "render_to_sweep"]
-
-
-def render_frames(gaussians: Gaussians, image_to_world: np.ndarray | torch.Tensor, shape: tuple[int, int],
-                  backend: str = "reference", cutoff: float | None = 3.0, chunk: int = 8) -> np.ndarray:
-    """Render Gaussians on planes, ``chunk`` planes per rasterizer call, without gradients.
-
-    Parameters
-    ----------
-    gaussians : Gaussians
-    image_to_world : array, shape (N, 4, 4)
-        Plane poses (pixel ``(col, row, 0, 1)`` to mm).
-    shape : (H, W)
-    backend, cutoff
-        As in :func:`~sono3d.sweep.raster.render_slices`.
-
-    Returns
-    -------
-    ndarray, shape (N, H, W), float32
-    """
-    g = gaussians
-    M = torch.as_tensor(np.asarray(image_to_world) if not isinstance(image_to_world, torch.Tensor)
-                        else image_to_world, dtype=g.means.dtype, device=g.means.device)
-    out = np.zeros((M.shape[0],) + tuple(shape), dtype=np.float32)
-    with torch.no_grad():
-        for s in range(0, M.shape[0], chunk):
-            img = render_slices(g.means, g.log_scales, g.quats, g.opacity_logits, g.intensities,
-                                M[s:s + chunk], tuple(shape), backend=backend, cutoff=cutoff)
-            out[s:s + chunk] = img.detach().cpu().numpy()
-    return out
-
-
-def grid_for_bounds(lo: np.ndarray, hi: np.ndarray, spacing_mm: float,
-                    max_voxels: int = 64_000_000) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """An axis-aligned RAS grid covering ``[lo, hi]`` (mm): its affine and shape ``(X, Y, Z)``.
-
-    Raises
-    ------
-    InputError
-        A non-positive spacing, or a grid of more than ``max_voxels`` voxels.
-    """
-    if not (spacing_mm > 0 and math.isfinite(spacing_mm)):
-        raise InputError(f"volume spacing must be positive, got {spacing_mm} mm")
-    lo = np.asarray(lo, dtype=np.float64)
-    hi = np.asarray(hi, dtype=np.float64)
-    shape = tuple(int(v) for v in np.floor((hi - lo) / spacing_mm).astype(int) + 1)
-    if int(np.prod(shape)) > max_voxels:
-        raise InputError(f"volume of {shape} voxels at {spacing_mm} mm is too large; use a coarser spacing")
-    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
-    affine[:3, 3] = lo
-    return affine, shape  # type: ignore[return-value]
-
-
-def _slice_poses(affine: np.ndarray, nz: int) -> np.ndarray:
-    """``image_to_world`` ``(Z, 4, 4)`` of the grid's k-slices (pixel (col, row) = voxel (i, j))."""
-    P = np.repeat(np.eye(4)[None], nz, axis=0)
-    P[:, 2, 3] = np.arange(nz)
-    M = np.asarray(affine, dtype=np.float64)[None] @ P
-    # Unit normal (the rasterizers only use columns 0, 1 and 3, but keep the matrix a proper pose).
-    n = np.cross(M[:, :3, 0], M[:, :3, 1])
-    M[:, :3, 2] = n / np.linalg.norm(n, axis=-1, keepdims=True)
-    return M
-
-
-def sample_volume(gaussians: Gaussians, affine: np.ndarray, shape: tuple[int, int, int],
-                  backend: str = "reference", cutoff: float | None = 3.0, chunk: int = 4) -> Volume:
-    """The Gaussians' intensity field on a voxel grid, as a :class:`~sono3d.types.Volume`.
-
-    Parameters
-    ----------
-    affine : ndarray, shape (4, 4)
-        Voxel index ``(i, j, k, 1)`` to RAS mm.
-    shape : (X, Y, Z)
-    chunk : int
-        k-slices per rasterizer call.
-    """
-    X, Y, Z = (int(v) for v in shape)
-    planes = _slice_poses(affine, Z)
-    img = render_frames(gaussians, planes, (Y, X), backend=backend, cutoff=cutoff, chunk=chunk)  # (Z, Y, X)
-    arr = np.ascontiguousarray(img.transpose(2, 1, 0))  # -> [i, j, k]
-    return Volume(array=arr, affine=np.asarray(affine, dtype=np.float64), meta={"kind": "gaussians"})
+__all__ = ["save_slices_png", "write_report", "reconstruct_to_folder", "render_to_sweep"]
 
 
 def save_slices_png(path: str | os.PathLike[str], frames: np.ndarray, rendered: np.ndarray,
@@ -175,13 +97,6 @@ def write_report(path: str | os.PathLike[str], report: dict[str, Any]) -> Path:
     return dest
 
 
-def default_volume_spacing(lo: np.ndarray, hi: np.ndarray, spacing_mm: tuple[float, float],
-                           max_side: int = 192) -> float:
-    """The larger pixel spacing, coarsened so the longest side of ``[lo, hi]`` has at most ``max_side`` voxels."""
-    extent = float(np.max(np.asarray(hi) - np.asarray(lo)))
-    return max(max(spacing_mm), extent / (max_side - 1))
-
-
 def reconstruct_to_folder(
     sweep_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -214,18 +129,11 @@ def reconstruct_to_folder(
     dict
         The report (also in ``report.json``), with ``outputs`` naming the files.
     """
-    from sono3d.io import read_sweep, read_volume, write_volume
-    from sono3d.sweep.gaussians import save_ply
-    from sono3d.sweep.init import sweep_bounds
-    from sono3d.sweep.train import PRESETS, reconstruct_sweep
-
     cfg = config if config is not None else PRESETS["fast"]
     sweep = read_sweep(sweep_path, plus_config=plus_config, spacing_mm=spacing_mm)
     truth = read_volume(truth_path) if truth_path is not None else None
     mask = None
     if plus_config is not None:
-        from sono3d.sweep.compound import CompoundConfig, clip_mask
-
         mask = clip_mask(sweep.shape, CompoundConfig.from_plus(plus_config), sweep.sector, sweep.spacing_mm)
     result = reconstruct_sweep(sweep, cfg, truth=truth, progress=progress, mask=mask)
 
@@ -276,17 +184,10 @@ def render_to_sweep(
     The output has the input's poses (as resolved by ``poses``), spacing and sector; its frames
     are the rendering clipped to [0, 1].
     """
-    from dataclasses import replace as dc_replace
-
-    from sono3d.io import read_sweep, write_sweep
-    from sono3d.sweep.gaussians import load_ply
-    from sono3d.sweep.poses import resolve_poses
-    from sono3d.sweep.train import choose_backend
-
     model = load_ply(gaussians_path)
     sweep = read_sweep(sweep_path, plus_config=plus_config, spacing_mm=spacing_mm)
     M = resolve_poses(sweep, poses, span_deg, fan_axis, pivot_offset_mm)
     frames = render_frames(model, M, sweep.shape, backend=choose_backend(backend, "cpu"))
     meta = {**sweep.meta, "rendered_from": str(gaussians_path), "poses": poses}
-    out = dc_replace(sweep, frames=np.clip(frames, 0.0, 1.0), image_to_world=M, meta=meta)
+    out = replace(sweep, frames=np.clip(frames, 0.0, 1.0), image_to_world=M, meta=meta)
     return write_sweep(out_path, out)

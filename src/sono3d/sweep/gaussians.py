@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from sono3d.errors import FileFormatError, InputError
+from sono3d.io.atomic import atomic_path
 
 __all__ = ["Gaussians", "quat_to_rotmat", "covariance", "inverse_covariance", "save_ply", "load_ply", "PLY_FIELDS"]
 
@@ -145,8 +146,6 @@ def save_ply(path: "str | os.PathLike[str]", gaussians: Gaussians, comments: tup
     -------
     Path
     """
-    from sono3d.io.atomic import atomic_path
-
     g = gaussians.detach().to("cpu", torch.float32)
     n = len(g)
     columns = [g.means, g.log_scales, g.quats, g.opacity_logits[:, None], g.intensities[:, None]]

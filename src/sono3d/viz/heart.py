@@ -1,4 +1,5 @@
-"""Figures of the heart cohort: the six views of both phases and a 3D render with the view planes."""
+"""Figures of the heart cohort: the six views of both phases, a 3D render with the view planes, and
+the histograms of a cohort's template correspondences."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["label_colormap", "show_case_figure", "render_case_3d"]
+from sono3d.types import PHASES
+from sono3d.viz.figures import pyplot, save_png
+
+__all__ = ["label_colormap", "show_case_figure", "render_case_3d", "correspondence_histogram"]
 
 # RGB per view label (walls saturated, blood pools pale versions of their chamber's colour).
 _COLOURS = {
@@ -100,12 +104,9 @@ def _render_pyvista(meshes, planes, size) -> np.ndarray:  # noqa: ANN001
 
 
 def _render_matplotlib(meshes, planes, size) -> np.ndarray:  # noqa: ANN001
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
+    plt = pyplot()
     fig = plt.figure(figsize=(size[0] / 100, size[1] / 100), dpi=100)
     ax = fig.add_subplot(projection="3d")
     for m in meshes:
@@ -135,13 +136,7 @@ def show_case_figure(case: Any, path: str | Path, render_3d: bool = True) -> Pat
 
     ``case`` is a :class:`sono3d.heart.cohort.HeartCase` with views.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from sono3d.io.atomic import atomic_path
-
+    plt = pyplot()
     views = case.views
     cmap = label_colormap()
     names = [str(n) for n in views["view_names"]]
@@ -150,7 +145,7 @@ def show_case_figure(case: Any, path: str | Path, render_3d: bool = True) -> Pat
     extra_cols = 3 if render_3d else 0
     fig = plt.figure(figsize=(2.2 * (n_v + extra_cols), 2.3 * 2 * n_ph))
     gs = fig.add_gridspec(2 * n_ph, n_v + extra_cols)
-    phases = ["ED", "ES"][:n_ph]
+    phases = [ph.upper() for ph in PHASES][:n_ph]
     for p in range(n_ph):
         for j, name in enumerate(names):
             a = fig.add_subplot(gs[2 * p, j])
@@ -179,7 +174,35 @@ def show_case_figure(case: Any, path: str | Path, render_3d: bool = True) -> Pat
                 f"EF {100 * p.get('ef', float('nan')):.1f}%"
     fig.suptitle(f"case {case.id}{extra}", fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path, dpi=90)
+
+
+def correspondence_histogram(rows: list[dict], path: str | Path) -> Path:
+    """Histograms of Chamfer distance, true vertex error and LV volume error over cases and phases.
+
+    ``rows`` are the ``cases`` of a correspondence report (:func:`sono3d.heart.correspond.correspond_cohort`):
+    ``phase``, ``is_template`` and the figures; the template's own phases are left out. Returns the PNG path.
+    """
+    plt = pyplot()
+    scored = [r for r in rows if not r["is_template"]]
+    panels = [("chamfer_mm", "Chamfer distance (mm)"), ("vertex_error_mm", "mean vertex error vs truth (mm)"),
+              ("lv_volume_error_pct", "LV cavity volume error (%)")]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, (key, title) in zip(axes, panels):
+        allv = np.asarray([r[key] for r in scored], dtype=np.float64)
+        allv = allv[np.isfinite(allv)]
+        bins = np.histogram_bin_edges(allv, bins=min(30, max(5, allv.size // 3))) if allv.size else None
+        for ph, colour in zip(PHASES, ("tab:blue", "tab:orange")):
+            v = np.asarray([r[key] for r in scored if r["phase"] == ph], dtype=np.float64)
+            v = v[np.isfinite(v)]
+            if v.size:
+                ax.hist(v, bins=bins, alpha=0.6, color=colour, label=ph.upper())
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("phases")
+        if ax.has_data():
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no ground truth", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle("Template correspondences by robust optimal transport", fontsize=11)
+    fig.tight_layout()
+    return save_png(fig, path, dpi=100)

@@ -3,11 +3,13 @@
 Every backend computes the same forward model (see :mod:`.reference`) with the same ``cutoff``
 rule and returns gradients for all five Gaussian tensors and for ``image_to_world`` (needed by pose
 refinement). Backends register themselves in :data:`BACKENDS`; tests hold each equal to the
-reference, forward and backward.
+reference, forward and backward. Every backend takes the same eight arguments, ``cutoff`` included
+and required; its default (3) lives only in :func:`render_slices`.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import torch
@@ -15,7 +17,8 @@ import torch
 from sono3d.errors import InputError
 from sono3d.sweep.raster.reference import pixel_positions, render_slices_reference
 
-__all__ = ["BACKENDS", "render_slices", "register_backend", "available_backends", "pixel_positions"]
+__all__ = ["BACKENDS", "DEFAULT_CUTOFF", "render_slices", "register_backend", "available_backends", "choose_backend",
+           "pixel_positions"]
 
 RenderFn = Callable[..., torch.Tensor]
 
@@ -28,6 +31,12 @@ _LAZY = {
     "numba": "sono3d.sweep.raster.numba_cpu",
     "triton": "sono3d.sweep.raster.triton_gpu",
 }
+
+#: Mahalanobis radius beyond which a Gaussian contributes nothing, when the caller gives none.
+DEFAULT_CUTOFF = 3.0
+
+# Fastest first. "auto" takes the first one that imports here (and suits the device).
+_PREFERENCE = {"cpu": ("numba", "culled", "reference"), "cuda": ("triton", "culled", "reference")}
 
 
 def register_backend(name: str, fn: RenderFn) -> None:
@@ -48,8 +57,6 @@ def available_backends() -> list[str]:
 
 def _get(name: str) -> RenderFn:
     if name not in BACKENDS and name in _LAZY:
-        import importlib
-
         try:
             importlib.import_module(_LAZY[name])
         except ImportError as exc:
@@ -68,10 +75,24 @@ def render_slices(
     image_to_world: torch.Tensor,
     shape: tuple[int, int],
     backend: str = "reference",
-    cutoff: float | None = 3.0,
+    cutoff: float | None = DEFAULT_CUTOFF,
 ) -> torch.Tensor:
     """Render ``B`` slices ``(B, H, W)`` of Gaussians with the chosen backend.
 
     See :func:`~sono3d.sweep.raster.reference.render_slices_reference` for the arguments.
     """
     return _get(backend)(means, log_scales, quats, opacity_logits, intensities, image_to_world, shape, cutoff)
+
+
+def choose_backend(name: str, device: str) -> str:
+    """Resolve ``"auto"`` to the fastest rasterizer that imports here for ``device`` (``"cpu"`` or
+    ``"cuda"``); check an explicit name (an unknown or unavailable one raises :class:`InputError`)."""
+    avail = available_backends()
+    if name == "auto":
+        for cand in _PREFERENCE[device]:
+            if cand in avail:
+                return cand
+        return "reference"
+    if name not in avail:
+        _get(name)  # raises the InputError naming what is wrong
+    return name

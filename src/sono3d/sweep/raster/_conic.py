@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import torch
 
-from sono3d.errors import InputError
 from sono3d.sweep.gaussians import covariance, quat_to_rotmat
+from sono3d.sweep.raster.reference import check_slice_args
 
 __all__ = ["SlicePairs", "slice_pairs", "render_pairs", "PARAMS"]
 
@@ -78,18 +78,6 @@ class SlicePairs:
         """Pixels in all footprints (the work a kernel does, up to the ellipse test)."""
         b = self.bbox
         return int(((b[:, 1] - b[:, 0] + 1) * (b[:, 3] - b[:, 2] + 1)).sum()) if len(self) else 0
-
-
-def check_slice_args(image_to_world: torch.Tensor, shape: tuple[int, int], cutoff: float | None) -> tuple[int, int]:
-    """The checks every culled backend makes of its slice arguments; returns ``(H, W)`` as ints."""
-    if image_to_world.ndim != 3 or tuple(image_to_world.shape[1:]) != (4, 4):
-        raise InputError(f"image_to_world must have shape (B, 4, 4), got {tuple(image_to_world.shape)}")
-    H, W = int(shape[0]), int(shape[1])
-    if H <= 0 or W <= 0:
-        raise InputError(f"slice shape must be positive, got {shape}")
-    if cutoff is not None and not cutoff > 0:
-        raise InputError(f"cutoff must be positive or None, got {cutoff}")
-    return H, W
 
 
 def _dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

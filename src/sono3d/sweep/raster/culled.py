@@ -129,7 +129,7 @@ def render_slices_culled(
     intensities: torch.Tensor,
     image_to_world: torch.Tensor,
     shape: tuple[int, int],
-    cutoff: float | None = 3.0,
+    cutoff: float | None,
 ) -> torch.Tensor:
     """Render ``(B, H, W)`` slices, culled per plane; arguments as
     :func:`~sono3d.sweep.raster.reference.render_slices_reference`. Any device, any float dtype."""

@@ -43,7 +43,7 @@ from sono3d.errors import InputError
 from sono3d.sweep._numba_runtime import run_threads
 from sono3d.sweep.raster import register_backend
 from sono3d.sweep.raster import _numba_pairs as _np
-from sono3d.sweep.raster._conic import check_slice_args
+from sono3d.sweep.raster.reference import check_slice_args
 
 __all__ = ["NumbaRender", "render_slices_numba", "numba_pairs", "numba_pairs_backward"]
 
@@ -475,7 +475,7 @@ def render_slices_numba(
     intensities: torch.Tensor,
     image_to_world: torch.Tensor,
     shape: tuple[int, int],
-    cutoff: float | None = 3.0,
+    cutoff: float | None,
 ) -> torch.Tensor:
     """Render ``(B, H, W)`` slices on the CPU with the numba kernels; arguments as
     :func:`~sono3d.sweep.raster.reference.render_slices_reference`. Per-pair preprocessing is

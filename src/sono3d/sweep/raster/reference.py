@@ -17,9 +17,22 @@ from __future__ import annotations
 
 import torch
 
+from sono3d.errors import InputError
 from sono3d.sweep.gaussians import inverse_covariance
 
-__all__ = ["render_slices_reference", "pixel_positions"]
+__all__ = ["render_slices_reference", "pixel_positions", "check_slice_args"]
+
+
+def check_slice_args(image_to_world: torch.Tensor, shape: tuple[int, int], cutoff: float | None) -> tuple[int, int]:
+    """The checks every backend makes of its slice arguments; returns ``(H, W)`` as ints."""
+    if image_to_world.ndim != 3 or tuple(image_to_world.shape[1:]) != (4, 4):
+        raise InputError(f"image_to_world must have shape (B, 4, 4), got {tuple(image_to_world.shape)}")
+    H, W = int(shape[0]), int(shape[1])
+    if H <= 0 or W <= 0:
+        raise InputError(f"slice shape must be positive, got {shape}")
+    if cutoff is not None and not cutoff > 0:
+        raise InputError(f"cutoff must be positive or None, got {cutoff}")
+    return H, W
 
 
 def pixel_positions(image_to_world: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -44,7 +57,7 @@ def render_slices_reference(
     intensities: torch.Tensor,
     image_to_world: torch.Tensor,
     shape: tuple[int, int],
-    cutoff: float | None = None,
+    cutoff: float | None,
     chunk_pixels: int = 4096,
 ) -> torch.Tensor:
     """Render ``B`` slices of ``G`` Gaussians densely; differentiable w.r.t. every input tensor.
@@ -67,13 +80,13 @@ def render_slices_reference(
     -------
     Tensor, shape (B, H, W)
     """
-    H, W = shape
+    H, W = check_slice_args(image_to_world, shape, cutoff)
     B = image_to_world.shape[0]
     if means.shape[0] == 0:
         return image_to_world.new_zeros((B, H, W)) + 0.0 * intensities.sum()
     inv_cov = inverse_covariance(log_scales, quats)  # (G, 3, 3)
     weight = torch.sigmoid(opacity_logits) * intensities  # (G,)
-    x = pixel_positions(image_to_world, shape).reshape(-1, 3)
+    x = pixel_positions(image_to_world, (H, W)).reshape(-1, 3)
     out = []
     for start in range(0, x.shape[0], chunk_pixels):
         d = x[start : start + chunk_pixels, None, :] - means[None, :, :]  # (P, G, 3)

@@ -166,7 +166,7 @@ def render_slices_triton(
     intensities: torch.Tensor,
     image_to_world: torch.Tensor,
     shape: tuple[int, int],
-    cutoff: float | None = 3.0,
+    cutoff: float | None,
 ) -> torch.Tensor:
     """Render ``(B, H, W)`` slices on a CUDA device with Triton kernels (untested on hardware);
     arguments as :func:`~sono3d.sweep.raster.reference.render_slices_reference`."""

@@ -4,8 +4,8 @@
 
 * ``split.json``: the 80/10/10 split by case (from ``seed``);
 * ``checkpoint.pt``: after every epoch, atomically: model, optimizer, LR schedule, epoch, the
-  training and network configs, the model's kind and geometry, the template mesh (tensors only, so
-  ``torch.load(weights_only=True)`` reads it) and the loss history;
+  training and network configs, the model's kind and geometry, the template's record and the loss
+  history (the format: :mod:`sono3d.heart.checkpoint`);
 * ``train_log.json``: the history, human-readable.
 
 Determinism: every draw depends on ``seed`` and the epoch only: the weights' initialisation
@@ -32,19 +32,28 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
 
 from sono3d.errors import InputError
+from sono3d.heart.checkpoint import CHECKPOINT, build_run_model, net_config, read_checkpoint, save_checkpoint
+from sono3d.heart.cohort import case_ids
+from sono3d.heart.data import (Augment, HeartViewsDataset, load_cohort_arrays, read_split, split_cases, voxel_box,
+                               write_split)
+from sono3d.heart.occupancy import occupancy, surface_components
+from sono3d.heart.s2mnet import MODEL_KINDS, NetConfig, init_global_branch
+from sono3d.heart.template import record_faces, template_record
+from sono3d.io.atomic import atomic_path
+from sono3d.types import PHASES
 
-__all__ = ["TrainConfig", "train", "CHECKPOINT", "CHECKPOINT_FORMAT", "template_record"]
-
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_FORMAT = "sono3d-s2mnet-run-1"
+__all__ = ["TrainConfig", "train"]
 
 
 @dataclass
@@ -113,7 +122,9 @@ class TrainConfig:
     max_cases: int | None = None
 
     @classmethod
-    def preset(cls, name: str) -> "TrainConfig":
+    def preset(cls, name: str = "small", **overrides: Any) -> "TrainConfig":
+        """A named configuration (``small``, ``paper`` or ``tiny``) with some fields replaced
+        (``None`` values in ``overrides`` are ignored, so options left unset keep the preset's)."""
         presets = {
             "small": cls(),
             "paper": cls(net="paper", epochs=200, batch_size=32, lr=1e-3, warmup_epochs=5, chamfer_weight=0.1,
@@ -122,7 +133,7 @@ class TrainConfig:
         }
         if name not in presets:
             raise InputError(f"unknown training config '{name}' (known: {', '.join(presets)})")
-        return presets[name]
+        return replace(presets[name], **{k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,28 +162,6 @@ def _dist_info() -> tuple[int, int]:
         return 0, 1
 
 
-def template_record(mesh: Any, points: np.ndarray) -> dict[str, Any]:
-    """The template as tensors: points ``[V, 3]``, faces ``[F, 3]``, labels, LV cavity faces."""
-    import torch
-
-    from sono3d.geometry.mesh import triangles
-
-    rec: dict[str, Any] = {
-        "points": torch.as_tensor(np.asarray(points, dtype=np.float32)),
-        "faces": torch.as_tensor(triangles(mesh).astype(np.int64)),
-    }
-    for name in ("elemTag", "part"):
-        if name in mesh.cell_data:
-            rec[f"cell_{name}"] = torch.as_tensor(np.asarray(mesh.cell_data[name]).astype(np.int64))
-        if name in mesh.point_data:
-            rec[f"point_{name}"] = torch.as_tensor(np.asarray(mesh.point_data[name]).astype(np.int64))
-    if "lv_endocardium" in mesh.point_data:
-        rec["point_lv_endocardium"] = torch.as_tensor(np.asarray(mesh.point_data["lv_endocardium"]).astype(np.int64))
-    if "lv_cavity_faces" in mesh.field_data:
-        rec["lv_cavity_faces"] = torch.as_tensor(np.asarray(mesh.field_data["lv_cavity_faces"]).astype(np.int64).reshape(-1, 3))
-    return rec
-
-
 def _lr_factor(config: TrainConfig, steps_per_epoch: int):  # noqa: ANN202
     total = max(1, config.epochs * steps_per_epoch)
     warm = config.warmup_epochs * steps_per_epoch
@@ -186,10 +175,8 @@ def _lr_factor(config: TrainConfig, steps_per_epoch: int):  # noqa: ANN202
     return f
 
 
-def _chamfer_sq(a: Any, b: Any) -> Any:
+def _chamfer_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Symmetric squared Chamfer distance (mm²) between batched point sets ``[B, N, 3]``."""
-    import torch
-
     d = torch.cdist(a, b)  # [B, N, N]
     return 0.5 * (d.min(2).values.pow(2).mean() + d.min(1).values.pow(2).mean())
 
@@ -209,16 +196,6 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
     dict with ``run_dir``, ``kind``, ``epochs_done``, ``history`` (per epoch: ``train_loss``,
     ``val_loss``, ``seconds``, ``lr``), ``seconds_per_epoch``, ``n_train``, ``n_val``, ``n_test``.
     """
-    import torch
-    from torch.utils.data import DataLoader
-
-    from sono3d.heart.cohort import case_ids
-    from sono3d.heart.data import (Augment, HeartViewsDataset, load_cohort_arrays, read_split, split_cases,
-                                   voxel_box, write_split)
-    from sono3d.heart.evaluate import occupancy, surface_components
-    from sono3d.heart.s2mnet import MODEL_KINDS, NetConfig, build_model
-    from sono3d.io.atomic import atomic_path
-
     if model_kind not in MODEL_KINDS:
         raise InputError(f"unknown model '{model_kind}' (known: {', '.join(MODEL_KINDS)})")
     if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
@@ -233,9 +210,7 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
     if ckpt_path.is_file():
         if not resume:
             raise InputError(f"{run} already holds a training run; use --resume to continue it or another folder")
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise InputError(f"{ckpt_path}: not a sono3d S2MNet checkpoint")
+        state = read_checkpoint(ckpt_path)
         if state["kind"] != model_kind:
             raise InputError(f"{run} holds a '{state['kind']}' run, not '{model_kind}'")
         epochs = config.epochs if config is not None else None
@@ -246,7 +221,7 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
     elif resume:
         raise InputError(f"{run}: no checkpoint to resume from")
     config = config or TrainConfig.preset("small")
-    net = NetConfig(**state["net"]) if state is not None else NetConfig.preset(config.net)
+    net = net_config(state, ckpt_path) if state is not None else NetConfig.preset(config.net)
 
     rank, world = _dist_info()
     distributed = world > 1
@@ -288,24 +263,18 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
             c, h = voxel_box(train_arr.points, pad_mm=4.0)
             extra.update({"box_centre": torch.as_tensor(c, dtype=torch.float32),
                           "box_half": torch.as_tensor(h, dtype=torch.float32)})
-    if model_kind == "s2mnet":
-        model = build_model("s2mnet", net, template_points=torch.as_tensor(tpl_pts),
-                            displacement_scale_mm=float(extra["displacement_scale_mm"]))
-    else:
-        model = build_model("voxel", net, box_centre=extra["box_centre"], box_half=extra["box_half"])
+    model = build_run_model(model_kind, net, tpl_pts, extra)
     template = state["template"] if state is not None else template_record(train_arr.template_mesh, tpl_pts)
 
     def voxel_targets(arr: Any) -> np.ndarray:
-        faces = template["faces"].numpy()
+        faces, cav = record_faces(template)
         comp = surface_components(faces, len(tpl_pts))
-        cav = template.get("lv_cavity_faces")
-        cav = None if cav is None else cav.numpy()
         c = extra["box_centre"].numpy().astype(np.float64)
         h = extra["box_half"].numpy().astype(np.float64)
         R = net.voxel_size
-        out = np.zeros((len(arr.ids), 2, 2, R, R, R), dtype=bool)
+        out = np.zeros((len(arr.ids), len(PHASES), 2, R, R, R), dtype=bool)
         for i in range(len(arr.ids)):
-            for p in range(2):
+            for p in range(len(PHASES)):
                 heart, lv = occupancy(arr.points[i, p], faces, c - h, c + h, R, comp, cav)
                 out[i, p, 0] = heart
                 if lv is not None:
@@ -319,8 +288,6 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
     ds_val = HeartViewsDataset(val_arr, model_kind, tpl_pts, occ_val, None, seed) if val_arr is not None else None
 
     if state is None and net.global_code > 0:
-        from sono3d.heart.s2mnet import init_global_branch
-
         S = net.image_size
         views0 = torch.from_numpy(train_arr.echo.reshape(-1, net.n_views, S, S))
         if model_kind == "s2mnet":
@@ -334,7 +301,7 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
         model.load_state_dict(state["model"])
     ddp_model = model
     if distributed:
-        from torch.nn.parallel import DistributedDataParallel
+        from torch.nn.parallel import DistributedDataParallel  # only for multi-process runs
 
         ddp_model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     # The global branch (linear in the pixels, NetConfig.global_code) starts from its least-squares
@@ -363,7 +330,7 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
     if use_volume:
         cav_faces = cav_faces.to(dev)
 
-    def lv_volume_ml(points: Any) -> Any:
+    def cavity_ml(points: torch.Tensor) -> torch.Tensor:  # LV volume (mL), differentiable
         a, b, c = (points[:, cav_faces[:, k]] for k in range(3))
         return (a * torch.cross(b, c, dim=-1)).sum(dim=(1, 2)) / 6000.0
 
@@ -379,7 +346,7 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
         loss = torch.mean((pred - y) ** 2)
         if use_volume:
             tp = model.template[None]
-            loss = loss + config.volume_weight * torch.mean((lv_volume_ml(tp + pred) - lv_volume_ml(tp + y)) ** 2)
+            loss = loss + config.volume_weight * torch.mean((cavity_ml(tp + pred) - cavity_ml(tp + y)) ** 2)
         if config.chamfer_weight > 0:
             tp = model.template[None]
             k = min(config.chamfer_points, tp.shape[1])
@@ -388,8 +355,6 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
         return loss
 
     def loader(ds: Any, order: list[int], shuffle_workers: int) -> Any:
-        from torch.utils.data import Subset
-
         return DataLoader(Subset(ds, order), batch_size=config.batch_size, shuffle=False,
                           num_workers=shuffle_workers, persistent_workers=False)
 
@@ -432,21 +397,14 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
                "lr": float(opt.param_groups[0]["lr"]), "seconds": time.perf_counter() - t0}
         history.append(rec)
         if rank == 0:
-            ckpt = {
-                "format": CHECKPOINT_FORMAT, "kind": model_kind, "epoch": epoch + 1, "seed": int(seed),
-                "net": net.to_dict(), "train": config.to_dict(), "extra": extra, "template": template,
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "rng": {"torch": torch.get_rng_state()}, "history": history,
-            }
-            with atomic_path(ckpt_path) as tmp:
-                torch.save(ckpt, tmp)
+            save_checkpoint(ckpt_path, kind=model_kind, epoch=epoch + 1, seed=seed, net=net, train=config.to_dict(),
+                            extra=extra, template=template, model=model, optimizer=opt, scheduler=sched,
+                            history=history)
             with atomic_path(run / "train_log.json") as tmp:
                 tmp.write_text(json.dumps({"kind": model_kind, "seed": seed, "train": config.to_dict(),
                                            "net": net.to_dict(), "history": history}, indent=1) + "\n",
                                encoding="utf-8")
             if progress:
-                import sys
-
                 print(f"epoch {epoch + 1}/{config.epochs}: train {rec['train_loss']:.4g} val "
                       f"{val if val is None else f'{val:.4g}'} ({rec['seconds']:.1f} s)", file=sys.stderr, flush=True)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:

@@ -1,0 +1,1 @@
+"""Clinical echo intake: finding the imaging sector in a recorded echo and resampling it (to come)."""

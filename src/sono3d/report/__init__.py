@@ -1,0 +1,1 @@
+"""HTML reports built from result files only (to come)."""

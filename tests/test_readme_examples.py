@@ -1,0 +1,265 @@
+"""Every command the README shows runs, in the README's order, on tiny generated input.
+
+The README's examples are read from the file itself: the example column of the command-line table,
+the ``sono3d`` lines of its bash blocks and its Python snippet. Each runs through typer's
+``CliRunner`` in a temporary folder (the examples' relative paths land there) with the verbs,
+positional arguments and options the README gives; only the sizes in :data:`HOW` change, so the
+whole file runs in seconds. A README command whose verb has no entry in :data:`HOW` fails
+:func:`test_every_readme_command_is_handled`: a new example needs a line here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shlex
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import sono3d.demo
+from sono3d.cli import app
+from sono3d.sweep import ReconstructConfig
+
+from conftest import ROOT, SHARED_DATA
+
+README = ROOT / "README.md"
+
+runner = CliRunner()
+
+
+@dataclass(frozen=True)
+class How:
+    """How one verb's README examples run here.
+
+    ``options`` replace the README's value of an option or add it (``None``: a flag);
+    ``outputs(args)`` names the files the command must have written, from its positional
+    arguments; ``check(args, output)`` asserts on what it printed.
+    """
+
+    options: dict[str, str | None] = field(default_factory=dict)
+    outputs: Callable[[list[str]], list[str]] = lambda args: []
+    check: Callable[[list[str], str], None] | None = None
+
+
+def _correlate_printed(args: list[str], output: str) -> None:
+    res = json.loads(output.strip().splitlines()[-1])
+    assert res["n"] >= 3 and -1 <= res["pearson"]["r"] <= 1, res
+
+
+def _info_printed(args: list[str], output: str) -> None:
+    res = json.loads(output.strip().splitlines()[-1])
+    assert res["kind"] == "sweep" and res["frames"] > 0, res
+
+
+# Options that take no value (everything else in an example takes one).
+FLAGS = {"--fill-holes", "--no-fill-holes", "--json", "--quiet", "--no-progress", "--no-3d", "--resume", "--recompute",
+         "--density-control", "--no-density-control", "--refine-poses", "--no-refine-poses", "--no-figures"}
+
+HOW: dict[str, How] = {
+    "info": How(check=_info_printed),
+    "phantom uterus": How(outputs=lambda a: [f"{a[0]}/labels.nii.gz", f"{a[0]}/bmode.nii.gz", f"{a[0]}/surface.vtp"]),
+    "simulate sweep": How({"--frames": "12", "--size": "48"}, outputs=lambda a: [a[1]]),
+    "sweep compound": How(outputs=lambda a: [a[1]]),
+    "sweep reconstruct": How({"--preset": "small", "--epochs": "2", "--quiet": None},
+                             outputs=lambda a: [f"{a[1]}/{n}" for n in ("gaussians.ply", "volume.nii.gz", "slices.png",
+                                                                        "report.json")]),
+    "sweep render": How(outputs=lambda a: [a[2]]),
+    "heart cohort": How({"--n": "3", "--size": "64", "--no-progress": None}, outputs=lambda a: [f"{a[0]}/manifest.csv"]),
+    "heart show-case": How(outputs=lambda a: [a[2]]),
+    "heart correspond": How({"--blur": "3", "--no-progress": None},
+                            outputs=lambda a: [f"{a[0]}/cases/00001/deformation.npz"]),
+    "heart train": How({"--config": "tiny", "--epochs": "1", "--no-progress": None},
+                       outputs=lambda a: [f"{a[1]}/checkpoint.pt"]),
+    "heart predict": How(outputs=lambda a: [f"{a[2]}/heart_ed.vtp", f"{a[2]}/heart_es.vtp", f"{a[2]}/report.json"]),
+    "heart evaluate": How({"--resolution": "32"}, outputs=lambda a: [f"{a[2]}/report.json"]),
+    "heart correlate": How(check=_correlate_printed),
+    # sono3d demo has no size options: test_readme_sweep_examples swaps in a smaller demo_comparison.
+    "demo": How(outputs=lambda a: ["out/demo/volume.nii.gz", "out/demo/report.json"]),
+}
+
+# Shell lines of the README that are not sono3d commands, and why they do not run here.
+NOT_RUN = {
+    "make demo": "the demo runs here as 'sono3d demo' (the table's last row)",
+    "make test": "this is the test suite",
+}
+
+
+# ------------------------------------------------------------------------------------ reading the README
+
+
+def table_examples() -> list[str]:
+    """The example column of the command-line table, top to bottom."""
+    rows = [ln for ln in README.read_text().splitlines() if ln.startswith("| `sono3d ")]
+    examples = []
+    for row in rows:
+        m = re.search(r"\| `(sono3d [^`]+)` \|$", row.rstrip())
+        assert m, f"README table row without an example in its last column: {row}"
+        examples.append(m.group(1))
+    return examples
+
+
+def fenced_blocks(language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", README.read_text(), flags=re.M | re.S)
+
+
+def shell_commands() -> list[str]:
+    """The sono3d command lines of the bash blocks (comments and ``VAR=value`` prefixes dropped)."""
+    commands = []
+    for block in fenced_blocks("bash"):
+        for line in block.splitlines():
+            line = line.split("#", 1)[0].strip()
+            words = shlex.split(line)
+            while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):
+                words.pop(0)  # thread settings: they change speed, not results
+            if words:
+                commands.append(shlex.join(words))
+    return commands
+
+
+def verb_and_args(command: str) -> tuple[str, list[str]]:
+    """``"sono3d heart train a b --x 1"`` -> ``("heart train", ["a", "b", "--x", "1"])``."""
+    words = shlex.split(command)
+    assert words[0] == "sono3d", command
+    group = typer.main.get_command(app)
+    verb = []
+    for word in words[1:]:
+        if word not in getattr(group, "commands", {}):
+            break
+        verb.append(word)
+        group = group.commands[word]
+    assert verb, f"not a sono3d verb: {command}"
+    return " ".join(verb), words[1 + len(verb):]
+
+
+def positional(args: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(args):
+        if args[i].startswith("--"):
+            i += 1 if args[i] in FLAGS else 2
+        else:
+            out.append(args[i])
+            i += 1
+    return out
+
+
+def with_options(args: list[str], options: dict[str, str | None]) -> list[str]:
+    """``args`` with each of ``options`` set: a value replaced in place, or appended."""
+    args = list(args)
+    for name, value in options.items():
+        if name in args:
+            if value is not None:
+                args[args.index(name) + 1] = value
+        else:
+            args += [name] if value is None else [name, value]
+    return args
+
+
+def run_example(command: str) -> None:
+    verb, args = verb_and_args(command)
+    how = HOW[verb]
+    args = with_options(args, how.options)
+    res = runner.invoke(app, [*verb.split(), *args])
+    if res.exit_code != 0:
+        trace = "".join(traceback.format_exception(*res.exc_info)) if res.exc_info and res.exit_code != 2 else ""
+        pytest.fail(f"README example failed: {command}\n(run as: sono3d {verb} {shlex.join(args)})\n{res.output}{trace}")
+    for path in how.outputs(positional(args)):
+        assert Path(path).is_file(), f"README example wrote no {path}: {command}\n{res.output}"
+    if how.check is not None:
+        how.check(positional(args), res.output)
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def test_every_readme_command_is_handled():
+    commands = table_examples() + shell_commands()
+    verbs = set()
+    for command in commands:
+        if command in NOT_RUN:
+            continue
+        assert command.startswith("sono3d "), f"README shell line neither a sono3d command nor in NOT_RUN: {command}"
+        verb, args = verb_and_args(command)
+        assert verb in HOW, f"README example with no handling in tests/test_readme_examples.py (add to HOW): {command}"
+        verbs.add(verb)
+    assert verbs == set(HOW), f"HOW entries no README example uses: {sorted(set(HOW) - verbs)}"
+    assert len(fenced_blocks("python")) == 1, "one Python snippet is expected (test_readme_sweep_examples_and_python_snippet runs it)"
+    # the sweep and heart tests below between them run every table row
+    assert sorted(SWEEP_ROWS + HEART_ROWS) == sorted(c for c in table_examples() if not c.startswith("sono3d info "))
+
+
+def _rows(*groups: str) -> list[str]:
+    return [c for c in table_examples() if c.split()[1] in groups]
+
+
+SWEEP_ROWS = _rows("phantom", "simulate", "sweep", "demo")
+HEART_ROWS = _rows("heart")
+
+
+def test_readme_info_example(monkeypatch, tmp_path):
+    """The table's first row reads a real PLUS sweep beside the checkout (``../shared``)."""
+    (command,) = _rows("info")
+    verb, args = verb_and_args(command)
+    (path,) = positional(args)
+    prefix = "../shared/data/"
+    assert path.startswith(prefix), command
+    real = SHARED_DATA / path[len(prefix):]
+    if not real.is_file():
+        pytest.skip(f"real test file not found: {real}")
+    monkeypatch.chdir(tmp_path)
+    run_example(command.replace(path, str(real)))
+
+
+def _small_demo(real):
+    def smaller(out_dir, seed=0, progress=True, **_):
+        return real(out_dir, seed=seed, frames=12, size_px=48, progress=progress,
+                    config=ReconstructConfig.preset("small", epochs=2, seed=seed))
+    return smaller
+
+
+@pytest.mark.slow
+def test_readme_sweep_examples_and_python_snippet(monkeypatch, tmp_path):
+    """Table rows phantom -> simulate -> compound -> reconstruct -> render -> demo, then the Python
+    snippet on the sweep the table made."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sono3d.demo, "demo_comparison", _small_demo(sono3d.demo.demo_comparison))
+    for command in SWEEP_ROWS:
+        run_example(command)
+
+    # The snippet as written, with the preset's epochs cut (its sweep comes from the table's simulate row).
+    real_preset = ReconstructConfig.preset.__func__
+
+    def few_epochs(cls, name="paper", **overrides):
+        return real_preset(cls, name, **{**overrides, "epochs": 2, "gaussians_per_slice": 20})
+
+    monkeypatch.setattr(ReconstructConfig, "preset", classmethod(few_epochs))
+    (snippet,) = fenced_blocks("python")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(snippet, str(README), "exec"), {"__name__": "readme_snippet"})
+    holdout = printed.getvalue().strip()
+    assert holdout.startswith("{") and "ssim" in holdout, holdout
+
+
+@pytest.mark.slow
+def test_readme_heart_examples(monkeypatch, tmp_path):
+    """Table rows cohort -> show-case -> correspond -> train -> predict -> evaluate -> correlate."""
+    monkeypatch.chdir(tmp_path)
+    for command in HEART_ROWS:
+        run_example(command)
+
+
+def test_readme_checkpoint_recipe(monkeypatch, tmp_path):
+    """The 'Reproducing the heart checkpoints' block (cohort, two trainings, evaluation), tiny."""
+    monkeypatch.chdir(tmp_path)
+    commands = [c for c in shell_commands() if c.startswith("sono3d ")]
+    assert commands, "the README has no sono3d command block"
+    for command in commands:
+        run_example(command)
