@@ -55,7 +55,7 @@ def test_cohort_layout_and_manifest(cohort: Path):
     with open(cohort / "manifest.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["id"] for r in rows] == ["00000", "00001", "00002"]
-    assert list(rows[0])[0] == "id" and list(rows[0])[-3:] == ["edv_ml", "esv_ml", "ef"]
+    assert list(rows[0])[0] == "id" and list(rows[0])[-5:] == ["edv_ml", "esv_ml", "ef", "gls_pct", "gcs_pct"]
     assert "lv_sphericity" in rows[0] and "theta_z_deg" in rows[0]
     with np.load(cohort / "cases" / "00001" / "views.npz") as z:
         assert z["labels"].shape == (2, 6, 32, 32) and z["labels"].dtype == np.uint8

@@ -25,6 +25,9 @@ def cohort(
     size: int = typer.Option(128, "--size", help="View image size in pixels (square)."),
     workers: int = typer.Option(1, "--workers", help="Worker processes."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    motion: str = typer.Option("physiological", "--motion",
+                               help="ED to ES: 'physiological' (shortening, thickening, twist) or 'affine'."),
+    phases: int = typer.Option(0, "--phases", help="Also write N phases of one cycle per case (beat.npz)."),
 ) -> None:
     """Generate a labelled four-chamber heart cohort (ED/ES) with six echo views per phase."""
     if n <= 0:
@@ -32,7 +35,7 @@ def cohort(
     if size < 16 or size > 2048:
         raise InputError(f"--size must be between 16 and 2048 pixels, got {size}")
     result = generate_cohort(out_dir, n, seed=seed, size=size, workers=workers, options=ViewOptions(size=size),
-                             progress=progress)
+                             progress=progress, motion=motion, phases=phases)
     print_json(result.to_dict())
 
 

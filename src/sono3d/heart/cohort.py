@@ -2,14 +2,16 @@
 
 Layout of a generated cohort (``docs/heart_cohort.md``)::
 
-    OUT_DIR/cohort.json            seed, image size, generator version, view options
-    OUT_DIR/manifest.csv           id, shape and placement parameters, edv_ml, esv_ml, ef
+    OUT_DIR/cohort.json            seed, image size, generator version, motion, phases, view options
+    OUT_DIR/manifest.csv           id, shape, beat and placement parameters, edv_ml, esv_ml, ef,
+                                   gls_pct, gcs_pct
     OUT_DIR/cases/<id>/ed.vtp      labelled heart surface at end-diastole (template vertex order)
     OUT_DIR/cases/<id>/es.vtp      ... at end-systole
     OUT_DIR/cases/<id>/lv_cavity_ed.vtp, lv_cavity_es.vtp   closed LV blood pools
     OUT_DIR/cases/<id>/views.npz   labels uint8 [2, 6, H, W], echo float32 [2, 6, H, W],
                                    poses [2, 6, 4, 4], view_names [6], probe/sector arrays
     OUT_DIR/cases/<id>/params.json the case's manifest row
+    OUT_DIR/cases/<id>/beat.npz    with --phases N: one cycle's N phases (points, times, volumes)
 
 Case ``i`` draws everything from ``np.random.default_rng([seed, i])``, so the files do not depend
 on the number of workers or on interruptions. A case is written into a hidden temporary folder and
@@ -31,9 +33,12 @@ import numpy as np
 
 from sono3d.errors import FileFormatError, InputError
 from sono3d.geometry.mesh import enclosed_volume_mm3, require_watertight
+from sono3d.heart.strain import global_circumferential_strain_pct
 from sono3d.io import read_mesh, write_mesh
 from sono3d.io.atomic import atomic_path
 from sono3d.phantoms.heart import heart_mesh, heart_phases, lv_cavity_mesh, sample_placement, sample_shape
+from sono3d.phantoms.heart_motion import MOTIONS, physiological_beat, sample_beat
+from sono3d.phantoms.lv_grid import global_longitudinal_strain_pct
 from sono3d.simulate.echo_views import ViewOptions, simulate_views
 from sono3d.types import PHASES
 
@@ -56,8 +61,11 @@ __all__ = [
 ]
 
 COHORT_FORMAT = "sono3d-heart-cohort"
-GENERATOR_VERSION = "parametric-heart-1"
-_MANIFEST_TAIL = ("edv_ml", "esv_ml", "ef")
+# Version 2 adds gls_pct and gcs_pct to the manifest and the physiological beat (``motion``, ``phases`` in
+# cohort.json); version-1 cohorts (affine beat, no strain columns) stay readable but are not resumed.
+GENERATOR_VERSION = "parametric-heart-2"
+READABLE_GENERATORS = ("parametric-heart-1", GENERATOR_VERSION)
+_MANIFEST_TAIL = ("edv_ml", "esv_ml", "ef", "gls_pct", "gcs_pct")
 _GHD_FILES = {"LV.obj": 1, "RV.obj": 2, "LA.obj": 3, "RA.obj": 4}
 _VTK_SUFFIXES = (".vtk", ".vtu", ".vtp")
 
@@ -79,6 +87,8 @@ class HeartCase:
         The manifest row (shape parameters, ``edv_ml``, ``esv_ml``, ``ef``), or what a reader knows.
     source : str
         Where the case came from.
+    beat : dict of arrays or None
+        The contents of ``beat.npz`` (one cycle: ``t``, ``points``, ``lv_volume_ml``, ``es_index``).
     """
 
     id: str
@@ -89,6 +99,7 @@ class HeartCase:
     views: dict[str, np.ndarray] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    beat: dict[str, np.ndarray] | None = None
 
     def lv_volumes_ml(self) -> tuple[float | None, float | None]:
         """EDV and ESV (mL) recomputed from the cavity meshes (``None`` where a cavity is missing)."""
@@ -111,26 +122,54 @@ def case_id(index: int) -> str:
     return f"{index:05d}"
 
 
-def generate_case(seed: int, index: int, size: int = 128, options: Any = None) -> dict[str, Any]:
+def generate_case(seed: int, index: int, size: int = 128, options: Any = None, motion: str = "physiological",
+                  phases: int = 0) -> dict[str, Any]:
     """Everything of case ``index`` of cohort ``seed``, in memory.
 
+    ``motion``: ``"physiological"`` (:mod:`sono3d.phantoms.heart_motion`; its beat parameters come
+    from ``default_rng([seed, index, 1])``, so shape, placement and views are those of the affine
+    case) or ``"affine"``. ``phases``: with the physiological beat, the number of phases of one
+    cycle to keep (0: none).
+
     Returns a dict with ``id``, ``row`` (manifest row), ``points`` ``{"ed", "es"}`` ([V, 3]
-    float32-exact), ``landmarks`` and ``views`` (see :func:`sono3d.simulate.echo_views.simulate_views`).
+    float32-exact), ``landmarks``, ``views`` (see :func:`sono3d.simulate.echo_views.simulate_views`)
+    and ``beat`` (``None``, or the cycle's ``t``, ``points``, ``lv_volume_ml``, ``es_index``).
     """
+    if motion not in MOTIONS:
+        raise InputError(f"motion must be one of {', '.join(MOTIONS)}, got {motion!r}")
+    if phases and motion != "physiological":
+        raise InputError("intermediate phases need the physiological beat (--motion physiological)")
     opt = options if options is not None else ViewOptions(size=size)
     rng = np.random.default_rng([int(seed), int(index)])
     shape = sample_shape(rng)
     placement = sample_placement(rng)
-    phases = heart_phases(shape, placement)
-    ed, es = phases["ed"], phases["es"]
+    beat_row: dict[str, Any] = {}
+    cycle = None
+    if motion == "physiological":
+        params = sample_beat(np.random.default_rng([int(seed), int(index), 1]), shape)
+        beat = physiological_beat(shape, placement, params, n_phases=int(phases))
+        ed, es = beat.ed, beat.es
+        beat_row = {**params.to_dict(), "beat_k_l": beat.k_l, "beat_k_r": beat.k_r0}
+        if phases:
+            cycle = {"t": beat.times, "points": np.stack([p.points for p in beat.phases]).astype(np.float32),
+                     "lv_volume_ml": np.array([p.lv_volume_mm3 / 1000.0 for p in beat.phases]),
+                     "es_index": np.array(beat.es_index)}
+    else:
+        both = heart_phases(shape, placement)
+        ed, es = both["ed"], both["es"]
     views = simulate_views([ed.points, es.points], [ed.landmarks, es.landmarks], rng, opt)
     edv, esv = ed.lv_volume_mm3 / 1000.0, es.lv_volume_mm3 / 1000.0
     row: dict[str, Any] = {"id": case_id(index)}
     row.update(shape.to_dict())
+    if motion == "physiological":  # the realised shortening of the base towards the apex
+        row["long_shortening"] = 1.0 - beat.k_l
+    row.update(beat_row)
     row.update(placement.to_dict())
-    row.update({"edv_ml": edv, "esv_ml": esv, "ef": (edv - esv) / edv})
+    row.update({"edv_ml": edv, "esv_ml": esv, "ef": (edv - esv) / edv,
+                "gls_pct": global_longitudinal_strain_pct(ed.points, es.points),
+                "gcs_pct": global_circumferential_strain_pct(ed.points, es.points)})
     return {"id": case_id(index), "row": row, "points": {"ed": ed.points, "es": es.points},
-            "landmarks": {"ed": ed.landmarks, "es": es.landmarks}, "views": views}
+            "landmarks": {"ed": ed.landmarks, "es": es.landmarks}, "views": views, "beat": cycle}
 
 
 def write_case(case_dir: Path, data: dict[str, Any]) -> None:
@@ -148,12 +187,18 @@ def write_case(case_dir: Path, data: dict[str, Any]) -> None:
                                 landmarks=np.stack([np.stack([data["landmarks"][ph][k] for k in
                                                               sorted(data["landmarks"]["ed"])])
                                                     for ph in PHASES]))
+    if data.get("beat") is not None:
+        with atomic_path(case_dir / "beat.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **data["beat"])
     with atomic_path(case_dir / "params.json") as tmp:
         tmp.write_text(json.dumps(data["row"], indent=1) + "\n", encoding="utf-8")
 
 
-def _cohort_meta(seed: int, size: int, options: Any) -> dict[str, Any]:
+def _cohort_meta(seed: int, size: int, options: Any, motion: str = "physiological", phases: int = 0
+                 ) -> dict[str, Any]:
     return {"format": COHORT_FORMAT, "generator": GENERATOR_VERSION, "seed": int(seed), "size": int(size),
+            "motion": motion, "phases": int(phases),
             "views": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()}}
 
 
@@ -165,11 +210,15 @@ def _check_or_claim(out_dir: Path, meta: dict[str, Any]) -> None:
             old = json.loads(info.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             raise InputError(f"{out_dir}: cohort.json is unreadable; choose another output folder") from None
-        keys = ("format", "generator", "seed", "size", "views")
+        keys = ("format", "generator", "seed", "size", "motion", "phases", "views")
+        if old.get("generator") != meta["generator"]:
+            raise InputError(f"{out_dir} holds a cohort of generator {old.get('generator')} (this version writes "
+                             f"{meta['generator']}); it stays readable but cannot be extended: choose another "
+                             "output folder")
         if any(old.get(k) != meta[k] for k in keys):
             raise InputError(
                 f"{out_dir} holds a different cohort (seed {old.get('seed')}, size {old.get('size')}, "
-                f"generator {old.get('generator')}); choose another output folder"
+                f"motion {old.get('motion')}, phases {old.get('phases')}); choose another output folder"
             )
         return
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -179,14 +228,14 @@ def _check_or_claim(out_dir: Path, meta: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
 
 
-def _work(args: tuple[str, int, int, Any]) -> str:
+def _work(args: tuple[str, int, int, Any, str, int]) -> str:
     """Generate and write one case (a top-level function, so spawned workers can run it)."""
-    out_dir, seed, index, options = args
+    out_dir, seed, index, options, motion, phases = args
     cases = Path(out_dir) / "cases"
     final = cases / case_id(index)
     if final.is_dir():
         return case_id(index)
-    data = generate_case(seed, index, options.size, options)
+    data = generate_case(seed, index, options.size, options, motion, phases)
     tmp = cases / f".tmp-{case_id(index)}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -216,7 +265,8 @@ class CohortResult:
 
 
 def generate_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, size: int = 128, workers: int = 1,
-                    options: Any = None, progress: bool = False) -> CohortResult:
+                    options: Any = None, progress: bool = False, motion: str = "physiological",
+                    phases: int = 0) -> CohortResult:
     """Generate (or resume) a synthetic cohort of ``n`` cases in ``out_dir``.
 
     Parameters
@@ -233,6 +283,10 @@ def generate_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, size
         View geometry; its ``size`` must equal ``size``.
     progress : bool
         Show a progress bar on stderr.
+    motion : str
+        ``"physiological"`` (default) or ``"affine"`` (the first generator's beat).
+    phases : int
+        Phases of one cycle written to each case's ``beat.npz`` (physiological beat; 0: none).
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         raise InputError(f"the number of cases must be a positive integer, got {n}")
@@ -240,20 +294,26 @@ def generate_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, size
         raise InputError(f"the number of workers must be a positive integer, got {workers}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"the seed must be a non-negative integer, got {seed}")
+    if motion not in MOTIONS:
+        raise InputError(f"motion must be one of {', '.join(MOTIONS)}, got {motion!r}")
+    if isinstance(phases, bool) or not isinstance(phases, (int, np.integer)) or phases < 0 or phases == 1:
+        raise InputError(f"phases must be 0 (none) or at least 2, got {phases}")
+    if phases and motion != "physiological":
+        raise InputError("intermediate phases need the physiological beat (motion 'physiological')")
     opt = options if options is not None else ViewOptions(size=int(size))
     if opt.size != size:
         raise InputError(f"view options have size {opt.size} but the cohort size is {size}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a folder")
-    _check_or_claim(out, _cohort_meta(seed, size, opt))
+    _check_or_claim(out, _cohort_meta(seed, size, opt, motion, int(phases)))
     cases = out / "cases"
     cases.mkdir(exist_ok=True)
     for stale in cases.glob(".tmp-*"):  # left by an interrupted run
         shutil.rmtree(stale, ignore_errors=True)
     todo = [i for i in range(int(n)) if not (cases / case_id(i)).is_dir()]
     t0 = time.perf_counter()
-    jobs = [(str(out), int(seed), i, opt) for i in todo]
+    jobs = [(str(out), int(seed), i, opt, motion, int(phases)) for i in todo]
     bar = None
     if progress and todo:
         from tqdm import tqdm
@@ -299,7 +359,8 @@ def write_manifest(cohort_dir: str | os.PathLike[str]) -> Path:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             if rows:
                 cols = list(rows[0])
-                cols = ["id"] + [c for c in cols if c not in ("id",) + _MANIFEST_TAIL] + list(_MANIFEST_TAIL)
+                tail = [c for c in _MANIFEST_TAIL if c in cols]  # a version-1 cohort has no strain columns
+                cols = ["id"] + [c for c in cols if c not in ("id",) + _MANIFEST_TAIL] + tail
                 w = csv.DictWriter(fh, fieldnames=cols)
                 w.writeheader()
                 for r in rows:
@@ -368,6 +429,12 @@ def load_case(cohort_dir: str | os.PathLike[str], case: str | int, views: bool =
                 out.views = {k: z[k] for k in z.files}
         except (OSError, ValueError) as exc:
             raise FileFormatError(f"{d / 'views.npz'}: cannot read views ({exc})") from None
+    if views and (d / "beat.npz").is_file():
+        try:
+            with np.load(d / "beat.npz", allow_pickle=False) as z:
+                out.beat = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise FileFormatError(f"{d / 'beat.npz'}: cannot read the beat ({exc})") from None
     if (d / "params.json").is_file():
         out.params = json.loads((d / "params.json").read_text(encoding="utf-8"))
     return out

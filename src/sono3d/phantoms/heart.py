@@ -409,6 +409,10 @@ class _LV:
     def apex_epi_z(self) -> float:
         return self.zc - self.C
 
+    @property
+    def apex_endo_z(self) -> float:
+        return self.zc - self.c
+
     def epi_radius(self, phi: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Distance from the long axis to the epicardium at angle ``phi`` and height ``z``."""
         u = np.clip((z - self.zc) / self.C, -1.0, 1.0)
@@ -536,31 +540,47 @@ class HeartPhase:
 
 
 def _phase_points(s: HeartShape, phase: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """All template vertices of one phase in the heart frame, and its landmarks."""
+    """All template vertices of one phase of the affine beat in the heart frame, and its landmarks."""
     ed = _lv_ed(s)
     if phase == "ed":
-        lv, dz, atrial, rv_t, rv_h, annulus = ed, 0.0, 1.0, 1.0, 1.0, 1.0
-    elif phase == "es":
-        lv, k_l, k_r, _ = _lv_es(s, ed)
-        dz = lv.zb
-        atrial = 1.25 ** (1 / 3)  # atria fill during systole
-        rv_t = 1.0 - s.rv_ef  # first guess, refined below
-        rv_h = 0.9
-        annulus = 0.5 * (1 + k_r)
-    else:
-        raise InputError(f"phase must be 'ed' or 'es', got {phase!r}")
+        return _heart_points(s, ed, 0.0, 1.0)
+    if phase == "es":
+        lv, _, k_r, _ = _lv_es(s, ed)
+        return _heart_points(s, lv, 1.0, k_r)
+    raise InputError(f"phase must be 'ed' or 'es', got {phase!r}")
+
+
+def _heart_points(s: HeartShape, lv, activation: float, k_r: float,  # noqa: ANN001 - _LV or a beat LV
+                  lv_myocardium: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """All template vertices in the heart frame, and the landmarks, for one state of the LV.
+
+    ``lv`` gives the LV's base height ``zb``, apices ``apex_epi_z`` and ``zc - c`` and epicardial
+    radius ``epi_radius(phi, z)`` (an :class:`_LV`, or the physiological beat's LV of
+    :mod:`sono3d.phantoms.heart_motion`); ``activation`` runs from 0 (end-diastole) to 1
+    (end-systole) and drives the atria and the RV; ``k_r`` is the radial factor of the LV base
+    (the annuli shrink with it). ``lv_myocardium`` replaces the LV cup's points (default: the
+    truncated ellipsoids of ``lv``).
+    """
+    ed = _lv_ed(s)
+    dz = lv.zb
+    atrial = 1.25 ** (activation / 3)  # atria fill during systole
+    rv_t = 1.0 - s.rv_ef * activation  # first guess, refined below
+    rv_h = 1.0 - 0.1 * activation
+    annulus = 0.5 * (1 + k_r)
     topo_ranges = heart_topology().point_ranges
     pts: dict[str, np.ndarray] = {}
-    pts["lv_myocardium"] = np.concatenate([_cup_points(lv.A, lv.B, lv.C, lv.zc, lv.zb),
-                                           _cup_points(lv.a, lv.b, lv.c, lv.zc, lv.zb)])
+    if lv_myocardium is None:
+        lv_myocardium = np.concatenate([_cup_points(lv.A, lv.B, lv.C, lv.zc, lv.zb),
+                                        _cup_points(lv.a, lv.b, lv.c, lv.zc, lv.zb)])
+    pts["lv_myocardium"] = lv_myocardium
     # RV crescent (blood pool) and its wall.
     w = np.deg2rad(s.rv_wrap_deg)
     T = 24.0 * s.rv_size
     z_lo, z_hi = _rv_extent(lv, rv_h)
-    if phase == "es":
+    if activation > 0:
         # RV thickness that empties the RV by rv_ef (volume is nearly linear in it: a few secant steps).
         lo_ed, hi_ed = _rv_extent(ed, 1.0)
-        target = (1.0 - s.rv_ef) * _crescent_volume(ed, w, lo_ed, hi_ed, T)
+        target = (1.0 - s.rv_ef * activation) * _crescent_volume(ed, w, lo_ed, hi_ed, T)
         t_es = T * rv_t
         for _ in range(4):
             t_es *= target / _crescent_volume(lv, w, z_lo, z_hi, t_es)
@@ -641,7 +661,7 @@ def _phase_points(s: HeartShape, phase: str) -> tuple[np.ndarray, dict[str, np.n
             raise AssertionError(f"{spec.name}: {p.shape} points, template expects {b - a}")
         out[a:b] = p
     landmarks = {
-        "apex": np.array([0.0, 0.0, lv.zc - lv.c]),
+        "apex": np.array([0.0, 0.0, lv.apex_endo_z]),
         "apex_epi": np.array([0.0, 0.0, lv.apex_epi_z]),
         "lv_base": np.array([0.0, 0.0, lv.zb]),
         "mitral": mitral,
@@ -659,9 +679,15 @@ def build_heart_phase(shape: HeartShape, placement: Placement | None = None, pha
     The points are rounded to ``dtype`` (float32 by default, as written to disk) before the LV
     volume is measured, so that a volume recomputed from the written file agrees exactly.
     """
+    p, lm = _phase_points(shape, phase)
+    return _placed_phase(p, lm, placement, dtype)
+
+
+def _placed_phase(p: np.ndarray, lm: dict[str, np.ndarray], placement: Placement | None,
+                  dtype: type = np.float32) -> HeartPhase:
+    """Heart-frame vertices and landmarks placed in the torso frame (see :func:`build_heart_phase`)."""
     placement = placement or Placement()
     M = placement.matrix()
-    p, lm = _phase_points(shape, phase)
     world = (p @ M[:3, :3].T + M[:3, 3]).astype(dtype).astype(np.float64)
     marks = {k: v @ M[:3, :3].T + M[:3, 3] for k, v in lm.items()}
     axis = M[:3, :3] @ np.array([0.0, 0.0, 1.0])
