@@ -12,6 +12,9 @@ Two routes to a left-ventricular volume:
   about 196 mL by this route against 115 mL enclosed). It is kept to compare with the paper.
 
 Volumes are in mL (1 mL = 1000 mm³) from meshes in mm. EF is in percent.
+
+Strain (GLS, GCS, per segment) and the AHA 17 segments live in :mod:`sono3d.heart.strain` and
+:mod:`sono3d.heart.segments` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -26,6 +29,15 @@ import numpy as np
 
 from sono3d.errors import FileFormatError, InputError
 from sono3d.geometry.mesh import enclosed_volume_mm3
+from sono3d.heart.segments import AHA_NAMES, aha_segments, segment_volumes_mm3, template_segments, wall_landmarks
+from sono3d.heart.strain import (
+    LVStrain,
+    global_circumferential_strain_pct,
+    global_longitudinal_strain_pct,
+    lv_strain,
+    segmental_strain_pct,
+    strain_agreement,
+)
 from sono3d.metrics.stats import BlandAltman, Pearson, bland_altman, mae, pearson, spearman
 
 __all__ = [
@@ -37,6 +49,18 @@ __all__ = [
     "delaunay_volume_mm3",
     "ejection_fraction",
     "lv_volume_ml",
+    # strain and AHA segments (sono3d.heart.strain, sono3d.heart.segments)
+    "AHA_NAMES",
+    "LVStrain",
+    "aha_segments",
+    "global_circumferential_strain_pct",
+    "global_longitudinal_strain_pct",
+    "lv_strain",
+    "segment_volumes_mm3",
+    "segmental_strain_pct",
+    "strain_agreement",
+    "template_segments",
+    "wall_landmarks",
 ]
 
 MM3_PER_ML = 1000.0

@@ -18,6 +18,10 @@ Other figures
   convex-hull route) on its vertices; EF from each; EF MAE and Pearson r (95% CI) against the
   manifest's true EF. The voxel baseline's LV volume is the summed LV-cavity probability of its
   second output channel times the voxel volume.
+* Strain (``strain``, meshes in the template's vertex order): GLS MAE and Pearson against the
+  manifest's ``gls_pct`` (a cohort without it: the target meshes' GLS), GCS MAE, and the Pearson
+  correlation of predicted EF with predicted GLS beside the truth's (the paper's Table 3 check;
+  :func:`sono3d.heart.strain.strain_agreement`).
 
 All meshes are compared in each phase's echo frame (``sono3d.heart.data``), where the network
 predicts them. :func:`evaluate_split` computes; :func:`write_evaluation` writes ``report.json`` and
@@ -52,6 +56,7 @@ from sono3d.heart.occupancy import (
     union_box,
 )
 from sono3d.heart.predict import predict_views
+from sono3d.heart.strain import global_strains_pct, strain_agreement
 from sono3d.heart.template import lv_cavity_with, record_faces
 from sono3d.io.atomic import atomic_path
 from sono3d.metrics.stats import mae
@@ -205,6 +210,13 @@ def evaluate_split(run_dir: str | os.PathLike[str], cohort_dir: str | os.PathLik
                 row[f"baseline_iou_{ph}"] = b["iou"][-1]
         truth = truth_rows[cid]
         row["ef_true"] = float(truth["ef"]) * 100.0
+        pred_strain = global_strains_pct(pred[0], pred[1])
+        true_strain = global_strains_pct(arrays.points[ci, 0], arrays.points[ci, 1])
+        if pred_strain is not None:
+            row["gls_s2mnet"], row["gcs_s2mnet"] = pred_strain
+            # the manifest's strain is the truth; a cohort without it (generator 1): the target meshes'
+            row["gls_true"] = float(truth.get("gls_pct", true_strain[0] if true_strain else float("nan")))
+            row["gcs_true"] = float(truth.get("gcs_pct", true_strain[1] if true_strain else float("nan")))
         for key, name in (("div", "s2mnet"), ("del", "s2mnet_delaunay"), ("base", "baseline")):
             if key not in vols:
                 continue
@@ -227,6 +239,10 @@ def evaluate_split(run_dir: str | os.PathLike[str], cohort_dir: str | os.PathLik
     }
     report.update(_volume_stats({"ef": [r["ef_s2mnet"] for r in rows]}, ef_true))
     report["volumes"] = _volume_report(rows, "s2mnet")
+    if all("gls_s2mnet" in r for r in rows) and len(rows) >= 2:
+        report["strain"] = strain_agreement([r["gls_s2mnet"] for r in rows], [r["gls_true"] for r in rows],
+                                            [r["ef_s2mnet"] for r in rows], ef_true)
+        report["strain"]["gcs_mae"] = float(np.mean([abs(r["gcs_s2mnet"] - r["gcs_true"]) for r in rows]))
     report["delaunay"] = {**_volume_stats({"ef": [r["ef_s2mnet_delaunay"] for r in rows]}, ef_true),
                           "volumes": _volume_report(rows, "s2mnet_delaunay")}
     if base is not None:
@@ -264,7 +280,6 @@ def evaluate_run(run_dir: str | os.PathLike[str], cohort_dir: str | os.PathLike[
     evaluation = evaluate_split(run_dir, cohort_dir, split, baseline, resolution, max_cases)
     write_evaluation(evaluation, out_dir)
     return evaluation.report
-
 
 
 def _nanmean(values: list[float]) -> float | None:

@@ -30,6 +30,7 @@ from sono3d.geometry.mesh import require_watertight
 from sono3d.heart.checkpoint import LoadedRun, load_run
 from sono3d.heart.clinical import ejection_fraction, lv_volume_ml
 from sono3d.heart.data import echo_frame, from_frame, load_views, resize_views
+from sono3d.heart.strain import global_strains_pct
 from sono3d.heart.template import lv_cavity_with, template_mesh_with
 from sono3d.io.atomic import atomic_path
 from sono3d.types import PHASES
@@ -60,8 +61,9 @@ def predict_files(run_dir: str | os.PathLike[str], views_path: str | os.PathLike
                   out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """``sono3d heart predict``: write ``heart_ed.vtp`` (and ``heart_es.vtp``) and ``report.json``.
 
-    ``report.json`` holds ``lv_edv_ml`` (and ``lv_esv_ml``, ``ef`` in percent when both phases are
-    given), ``frame`` (``world`` or ``echo``), ``seconds`` and the files written. Everything is
+    ``report.json`` holds ``lv_edv_ml`` (and ``lv_esv_ml``, ``ef`` in percent, ``gls_pct`` and
+    ``gcs_pct`` (:mod:`sono3d.heart.strain`; null for a template of another vertex order) when both
+    phases are given), ``frame`` (``world`` or ``echo``), ``seconds`` and the files written. Everything is
     computed before anything is written, so a failure leaves no partial output.
     """
     run = load_run(run_dir, expect_kind="s2mnet")
@@ -79,6 +81,8 @@ def predict_files(run_dir: str | os.PathLike[str], views_path: str | os.PathLike
     if len(pts) == 2:
         report["lv_esv_ml"] = vols[1]
         report["ef"] = ejection_fraction(vols[0], vols[1])
+        strains = global_strains_pct(pts[0], pts[1])  # None for a template of another vertex order
+        report["gls_pct"], report["gcs_pct"] = strains if strains is not None else (None, None)
     meshes = {PHASES[p]: template_mesh_with(run.template, pts[p]) for p in range(len(pts))}
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

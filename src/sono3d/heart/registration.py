@@ -273,6 +273,7 @@ def correspond_points(
     template_weights: np.ndarray | None = None,
     target_weights: np.ndarray | None = None,
     options: CorrespondOptions | None = None,
+    initial_transform: np.ndarray | None = None,
 ) -> Correspondence:
     """Displacement of every template point onto the target: global fit, then OT + spline levels.
 
@@ -287,12 +288,19 @@ def correspond_points(
     template_weights, target_weights : ndarray, optional
         Point masses (e.g. vertex areas); default uniform. Renormalised per label.
     options : CorrespondOptions
+    initial_transform : ndarray [4, 4], optional
+        Start of the global fit (template to target), e.g. from anatomical landmarks; default: the
+        similarity of the labels' centroids.
 
     Returns
     -------
     Correspondence
     """
     opt = options or CorrespondOptions()
+    if initial_transform is not None:
+        initial_transform = np.asarray(initial_transform, dtype=np.float64)
+        if initial_transform.shape != (4, 4) or not np.all(np.isfinite(initial_transform)):
+            raise InputError(f"initial_transform must be a finite 4x4 matrix, got shape {initial_transform.shape}")
     t0 = time.perf_counter()
     P0 = as_points(template, "template points")
     Q = as_points(target, "target points")
@@ -313,7 +321,7 @@ def correspond_points(
     # fitted to it would shrink the template.
     T = np.eye(4)
     if opt.global_transform != "none" and opt.global_steps > 0:
-        T = _initial_transform(P0, lx, a, Q, ly, b, shared)
+        T = _initial_transform(P0, lx, a, Q, ly, b, shared) if initial_transform is None else initial_transform
         rng = np.random.default_rng(0)
         ip = _subsample(lx, opt.global_points, rng)
         iq_sub = _subsample(ly, opt.global_points, rng)

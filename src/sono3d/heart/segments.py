@@ -16,8 +16,11 @@ plane, and the directions of the septum and the anterior wall:
   inferior [240°, 300°), inferoseptal [300°, 360°). Apical level: four 90° sectors, septal centred on
   0°, anterior on 90°, lateral on 180°, inferior on 270°.
 
-The septum direction is where the RV lies (from the LV axis towards the RV's centroid); the
-anterior wall is the side of the septum the aortic valve (LV outflow) is on.
+The long axis runs from the apex to the base centre, or along the base plane's normal when it is
+given (:func:`wall_landmarks`: a real LV whose apex is not straight below its base centre): the
+levels are heights along it, the angles are taken about the line through the base centre. The
+septum direction is where the RV lies (from the LV axis towards the RV's centroid); the anterior
+wall is the side of the septum the aortic valve (LV outflow) is on.
 
 **Template labels.** Every mesh in the template's vertex order gets the labels of one template: the
 rule applied once to the default parametric heart (:class:`sono3d.phantoms.heart.HeartShape`
@@ -40,6 +43,7 @@ __all__ = [
     "CAP_FRACTION",
     "LEVELS",
     "aha_segments",
+    "wall_landmarks",
     "segment_level",
     "template_segments",
     "template_endocardial_segments",
@@ -80,7 +84,8 @@ def segment_level(segment: int) -> str:
 
 
 def aha_segments(points: np.ndarray, apex: np.ndarray, base_centre: np.ndarray, septum: np.ndarray,
-                 anterior: np.ndarray, cap_fraction: float = CAP_FRACTION) -> np.ndarray:
+                 anterior: np.ndarray, cap_fraction: float = CAP_FRACTION, axis: np.ndarray | None = None
+                 ) -> np.ndarray:
     """AHA segment (1 to 17) of each LV point by the rule in the module notes.
 
     Parameters
@@ -88,17 +93,22 @@ def aha_segments(points: np.ndarray, apex: np.ndarray, base_centre: np.ndarray, 
     points : ndarray [N, 3]
         LV points (mm).
     apex, base_centre : ndarray [3]
-        The LV apex and the centre of its base plane (mm); the long axis runs from one to the other.
+        The LV apex and the centre of its base plane (mm).
     septum, anterior : ndarray [3]
         Directions (any length) towards the septum and towards the anterior wall; only their parts
-        perpendicular to the long axis count, and ``anterior`` only fixes the sense of the angle.
+        across the long axis count, and ``anterior`` only fixes the sense of the angle.
     cap_fraction : float
-        Height of the apical cap (segment 17) as a fraction of the apex-to-base length.
+        Height of the apical cap (segment 17) as a fraction of the apex-to-base height.
+    axis : ndarray [3], optional
+        Direction of the long axis (apex to base); default ``base_centre - apex``. Heights are
+        measured along it from the apex to the base centre's level, angles about the line through
+        ``base_centre`` along it (with the base plane's normal here, a tilted apex does not tilt
+        the levels).
 
     Returns
     -------
     ndarray [N] int64
-        Points above the base plane are basal, points below the apex the apex (17).
+        Points above the base level are basal, points below the apex the apex (17).
     """
     p = np.asarray(points, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != 3 or not np.isfinite(p).all():
@@ -106,16 +116,19 @@ def aha_segments(points: np.ndarray, apex: np.ndarray, base_centre: np.ndarray, 
     if not 0.0 <= cap_fraction < 1.0:
         raise InputError(f"cap_fraction must lie in [0, 1), got {cap_fraction}")
     apex = np.asarray(apex, dtype=np.float64)
-    axis = np.asarray(base_centre, dtype=np.float64) - apex
-    length = float(np.linalg.norm(axis))
-    u = _unit(axis, "the long axis (base centre minus apex)")
-    e1 = _unit(np.asarray(septum, dtype=np.float64) - u * (np.asarray(septum) @ u), "the septum direction")
+    base = np.asarray(base_centre, dtype=np.float64)
+    u = _unit(base - apex if axis is None else axis, "the long axis")
+    height = float((base - apex) @ u)
+    if not height > 0:
+        raise InputError("the base centre must lie above the apex along the long axis")
+    sep = np.asarray(septum, dtype=np.float64)
+    e1 = _unit(sep - u * (sep @ u), "the septum direction (across the long axis)")
     e2 = np.cross(u, e1)
     if np.asarray(anterior, dtype=np.float64) @ e2 < 0:
         e2 = -e2
-    d = p - apex
-    eta = (d @ u) / length
-    alpha = np.degrees(np.arctan2(d @ e2, d @ e1)) % 360.0
+    eta = ((p - apex) @ u) / height
+    r = p - base
+    alpha = np.degrees(np.arctan2(r @ e2, r @ e1)) % 360.0
     out = np.empty(len(p), dtype=np.int64)
     step = (1.0 - cap_fraction) / 3.0
     level = np.digitize(eta, [cap_fraction, cap_fraction + step, cap_fraction + 2 * step])  # 0 cap .. 3 basal
@@ -126,6 +139,32 @@ def aha_segments(points: np.ndarray, apex: np.ndarray, base_centre: np.ndarray, 
     out[level == 2] = basal[level == 2] + 6
     out[level == 3] = basal[level == 3]
     return out
+
+
+def wall_landmarks(points: np.ndarray, faces: np.ndarray, wall: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                                      np.ndarray]:
+    """Apex, base centre and long axis of a closed LV mesh whose wall vertices are marked.
+
+    ``wall`` (bool ``[N]``) marks the myocardial wall (endocardium and epicardium); the rest is
+    the base (valve plane, outflow). The base plane is fitted (least squares) to the wall vertices
+    that share a triangle with the base; its centre is their centroid and its normal, pointing
+    away from the wall, the long axis; the apex is the wall vertex lowest along it.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    w = np.asarray(wall, dtype=bool)
+    if w.shape != (len(p),):
+        raise InputError(f"the wall mask needs one value per vertex ({len(p)}), got {w.shape}")
+    mixed = f[w[f].any(axis=1) & (~w[f]).any(axis=1)]
+    rim = np.unique(mixed[w[mixed]])
+    if len(rim) < 3:
+        raise InputError("the wall does not border a base region (no base plane to fit)")
+    c = p[rim].mean(axis=0)
+    n = np.linalg.svd(p[rim] - c, full_matrices=False)[2][2]
+    if (p[w].mean(axis=0) - c) @ n > 0:
+        n = -n
+    h = (p[w] - c) @ n
+    return p[w][np.argmin(h)], c, n
 
 
 @functools.lru_cache(maxsize=1)

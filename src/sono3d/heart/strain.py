@@ -28,7 +28,6 @@ import numpy as np
 
 from sono3d.errors import InputError
 from sono3d.geometry.mesh import signed_volume_triangles
-from sono3d.io import read_mesh
 from sono3d.heart.segments import (
     AHA_NAMES,
     LEVELS,
@@ -37,15 +36,20 @@ from sono3d.heart.segments import (
     segment_volumes_mm3,
     template_edge_segments,
 )
+from sono3d.io import read_mesh
+from sono3d.metrics.stats import mae, pearson
 from sono3d.phantoms.lv_grid import endocardium_points, global_longitudinal_strain_pct
 
 __all__ = [
+    "global_longitudinal_strain_pct",
     "LVStrain",
     "lv_strain",
     "global_circumferential_strain_pct",
     "segmental_strain_pct",
     "cavity_volume_ml",
     "read_template_points",
+    "global_strains_pct",
+    "strain_agreement",
 ]
 
 
@@ -145,3 +149,33 @@ def read_template_points(path: Any) -> np.ndarray:
     pts = np.asarray(read_mesh(p).points, dtype=np.float64)
     endocardium_points(pts, str(p))  # checks the vertex count and finiteness
     return pts
+
+
+def global_strains_pct(ed_points: np.ndarray, es_points: np.ndarray) -> tuple[float, float] | None:
+    """``(GLS, GCS)`` in percent, or ``None`` when the points are not in the template's vertex order
+    (a run whose template is another mesh)."""
+    try:
+        return (global_longitudinal_strain_pct(ed_points, es_points),
+                global_circumferential_strain_pct(ed_points, es_points))
+    except InputError:
+        return None
+
+
+def _pearson_dict(x: Any, y: Any) -> dict[str, Any] | None:
+    try:
+        r = pearson(x, y)
+    except InputError:  # fewer than 3 pairs or a constant sample
+        return None
+    return {"r": r.r, "ci95": list(r.ci), "p": r.p}
+
+
+def strain_agreement(pred_gls: Any, true_gls: Any, pred_ef: Any, true_ef: Any) -> dict[str, Any]:
+    """GLS of predictions against the truth, and the EF-GLS correlation of each (the paper's Table 3).
+
+    Returns ``gls_mae`` (points), ``gls_pearson`` {r, ci95, p}, ``ef_gls_pearson_pred`` (predicted EF
+    against predicted GLS) and ``ef_gls_pearson_true`` (the truth's), the Pearson entries ``None``
+    where undefined.
+    """
+    return {"gls_mae": mae(pred_gls, true_gls), "gls_pearson": _pearson_dict(pred_gls, true_gls),
+            "ef_gls_pearson_pred": _pearson_dict(pred_ef, pred_gls),
+            "ef_gls_pearson_true": _pearson_dict(true_ef, true_gls)}
