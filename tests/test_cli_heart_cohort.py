@@ -205,3 +205,62 @@ def test_read_ghdheart():
     lo, hi = np.asarray(case.ed.bounds).reshape(3, 2).T
     assert 60 < (hi - lo).max() < 250  # millimetres, not the file's units
     assert read_cohort(lv.parent)[0].id == "ghdheart"
+
+
+def test_physiological_cohort_phases_strain_and_versions(tmp_path: Path):
+    out = tmp_path / "phys"
+    r = _run("cohort", str(out), "--n", "2", "--seed", "3", "--size", "24", "--phases", "6", "--no-progress")
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "cohort.json").read_text())
+    assert meta["generator"] == "parametric-heart-2" and meta["motion"] == "physiological" and meta["phases"] == 6
+    row = read_manifest(out)[0]
+    case = load_case(out, row["id"])
+    assert case.beat is not None and case.beat["points"].shape == (6, case.ed.n_points, 3)
+    es_i = int(case.beat["es_index"])
+    assert np.array_equal(case.beat["points"][0], np.asarray(case.ed.points))
+    assert np.array_equal(case.beat["points"][es_i], np.asarray(case.es.points))
+    assert case.beat["lv_volume_ml"][es_i] == pytest.approx(row["esv_ml"], rel=1e-12)
+    r = _run("strain", str(out / "cases" / row["id"] / "ed.vtp"), str(out / "cases" / row["id"] / "es.vtp"), "--json")
+    st = json.loads(r.output)
+    assert st["gls_pct"] == pytest.approx(row["gls_pct"], abs=1e-9)
+    assert st["gcs_pct"] == pytest.approx(row["gcs_pct"], abs=1e-9)
+    assert row["gls_pct"] == pytest.approx(row["beat_gls_target_pct"], abs=0.01)
+    # the same seed with the affine beat: same shapes and views, other ES
+    aff = tmp_path / "aff"
+    generate_cohort(aff, 1, seed=3, size=24, motion="affine")
+    other = load_case(aff, "00000")
+    assert np.array_equal(np.asarray(other.ed.points), np.asarray(load_case(out, "00000").ed.points))
+    assert "beat_twist_deg" not in read_manifest(aff)[0] and "gls_pct" in read_manifest(aff)[0]
+    # mixing motions, phase counts or generators in one folder is refused
+    one_line_error(_run("cohort", str(out), "--n", "3", "--seed", "3", "--size", "24", "--motion", "affine",
+                        "--no-progress"), "different cohort")
+    one_line_error(_run("cohort", str(out), "--n", "3", "--seed", "3", "--size", "24", "--no-progress"),
+                   "different cohort")
+    one_line_error(_run("cohort", str(tmp_path / "x"), "--n", "1", "--motion", "affine", "--phases", "4",
+                        "--no-progress"), "physiological")
+    one_line_error(_run("cohort", str(tmp_path / "y"), "--n", "1", "--motion", "wobbly", "--no-progress"), "motion")
+
+
+def test_version_1_cohort_stays_readable(tmp_path: Path):
+    """A cohort of the first generator (affine beat, no strain columns) loads but is not extended."""
+    old = tmp_path / "v1"
+    generate_cohort(old, 2, seed=1, size=24, motion="affine")
+    meta = json.loads((old / "cohort.json").read_text())
+    meta["generator"] = "parametric-heart-1"
+    for k in ("motion", "phases"):
+        meta.pop(k)
+    (old / "cohort.json").write_text(json.dumps(meta))
+    for cid in case_ids(old):
+        p = old / "cases" / cid / "params.json"
+        row = json.loads(p.read_text())
+        for k in ("gls_pct", "gcs_pct"):
+            row.pop(k)
+        p.write_text(json.dumps(row))
+    from sono3d.heart.cohort import write_manifest
+
+    write_manifest(old)
+    rows = read_manifest(old)
+    assert list(rows[0])[-3:] == ["edv_ml", "esv_ml", "ef"]
+    assert load_case(old, "00001").es is not None
+    one_line_error(_run("cohort", str(old), "--n", "3", "--seed", "1", "--size", "24", "--motion", "affine",
+                        "--no-progress"), "parametric-heart-1")

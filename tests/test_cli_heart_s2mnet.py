@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sono3d.cli import app
-from sono3d.heart.cohort import generate_cohort
+from sono3d.heart.cohort import generate_cohort, read_manifest
 
 from conftest import one_line_error
 
@@ -41,6 +42,10 @@ def test_predict_writes_meshes_and_volumes(runs, tmp_path):
     assert rep["frame"] == "world"
     assert rep["lv_edv_ml"] > 0 and rep["lv_esv_ml"] > 0
     assert rep["ef"] == pytest.approx((rep["lv_edv_ml"] - rep["lv_esv_ml"]) / rep["lv_edv_ml"] * 100)
+    from sono3d.heart.strain import global_strains_pct, read_template_points
+
+    gls, gcs = global_strains_pct(*(read_template_points(tmp_path / "p" / f"heart_{ph}.vtp") for ph in ("ed", "es")))
+    assert rep["gls_pct"] == pytest.approx(gls, abs=1e-3) and rep["gcs_pct"] == pytest.approx(gcs, abs=1e-3)
     import pyvista as pv
 
     truth = pv.read(str(runs["cohort"] / "cases" / "00001" / "ed.vtp"))
@@ -94,6 +99,13 @@ def test_evaluate_against_the_voxel_baseline(runs, tmp_path):
     assert 0 <= rep["iou128"]["median"] <= 1 and rep["vertex_mse"] > 0
     assert 0 <= rep["baseline"]["iou128"]["median"] <= 1 and rep["baseline"]["ef_mae"] is not None
     assert (out / "ef_bland_altman.png").is_file() and (out / "iou_box.png").is_file()
+    st = rep["strain"]
+    assert st["gls_mae"] >= 0 and st["gcs_mae"] >= 0 and "ef_gls_pearson_pred" in st
+    rows = list(csv.DictReader(open(out / "cases.csv", newline="")))
+    truth = {r["id"]: r for r in read_manifest(runs["cohort"])}
+    assert all(float(r["gls_true"]) == pytest.approx(truth[r["id"]]["gls_pct"], abs=1e-4) for r in rows)
+    assert st["gls_mae"] == pytest.approx(np.mean([abs(float(r["gls_s2mnet"]) - float(r["gls_true"])) for r in rows]),
+                                          rel=1e-3)
     # the baseline must be a voxel run, and the main run an s2mnet one
     line = one_line_error(runner.invoke(app, ["heart", "evaluate", str(runs["s2mnet"]), str(runs["cohort"]),
                                                str(tmp_path / "e2"), "--baseline", str(runs["s2mnet"])]))

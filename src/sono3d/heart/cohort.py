@@ -398,6 +398,14 @@ def read_case_mesh(path: str | os.PathLike[str]) -> Any:
     return mesh
 
 
+def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise FileFormatError(f"{path}: cannot read {what} ({exc})") from None
+
+
 def load_case(cohort_dir: str | os.PathLike[str], case: str | int, views: bool = True) -> HeartCase:
     """Load one case of a generated cohort (or a folder in the same layout).
 
@@ -424,17 +432,9 @@ def load_case(cohort_dir: str | os.PathLike[str], case: str | int, views: bool =
     if out.ed is None:
         raise InputError(f"{d}: case has no ed.vtp")
     if views and (d / "views.npz").is_file():
-        try:
-            with np.load(d / "views.npz", allow_pickle=False) as z:
-                out.views = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise FileFormatError(f"{d / 'views.npz'}: cannot read views ({exc})") from None
+        out.views = _read_npz(d / "views.npz", "views")
     if views and (d / "beat.npz").is_file():
-        try:
-            with np.load(d / "beat.npz", allow_pickle=False) as z:
-                out.beat = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise FileFormatError(f"{d / 'beat.npz'}: cannot read the beat ({exc})") from None
+        out.beat = _read_npz(d / "beat.npz", "the beat")
     if (d / "params.json").is_file():
         out.params = json.loads((d / "params.json").read_text(encoding="utf-8"))
     return out

@@ -454,7 +454,8 @@ def fit_real_beat(beat: RealBeat, template: Any = None, options: CorrespondOptio
     if tpl.n_points != topo.n_points:
         raise InputError(f"the template must be a heart in the template's vertex order ({topo.n_points} vertices)")
     tp = np.asarray(tpl.points, dtype=np.float64)
-    lab = fit_template_labels(tp)
+    surface_lab = fit_template_labels(tp)  # which template surface each vertex belongs to
+    lab = surface_lab.copy()  # the labels matched (the base ring gets its own)
     names = [s for s in SURFACES if s in beat.surfaces]
     lv_real = np.array([capped_volume_ml(m, f"LV endocardium of phase {ph}")
                         for m, ph in zip(beat.surfaces["lv_endo"], beat.phases, strict=True)])
@@ -514,7 +515,7 @@ def fit_real_beat(beat: RealBeat, template: Any = None, options: CorrespondOptio
         row: dict[str, float] = {}
         per = []
         for s in names:
-            idx = np.flatnonzero(lab == _LABEL[s])
+            idx = np.flatnonzero(surface_lab == _LABEL[s])
             mask = np.zeros(topo.n_points, dtype=bool)
             mask[idx] = True
             sub, used = _sub_surface(pts[k], topo.faces, mask)
