@@ -116,7 +116,8 @@ def test_fit_real_bad_input(tmp_path: Path) -> None:
     _write_lv_beat(src)
     import pyvista as pv
 
-    write_mesh(src / "case_LV_ENDOCARDIAL_001.vtk", pv.Sphere().extract_cells(range(100)).extract_surface(algorithm="dataset_surface"))
+    small = pv.Sphere().extract_cells(range(100)).extract_surface(algorithm="dataset_surface")
+    write_mesh(src / "case_LV_ENDOCARDIAL_001.vtk", small)
     one_line_error(runner.invoke(app, ["heart", "fit-real", str(src), str(tmp_path / "o2")]), "vertex counts")
     nan_src = tmp_path / "nan"
     _write_lv_beat(nan_src)

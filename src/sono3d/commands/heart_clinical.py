@@ -54,7 +54,8 @@ def strain(
 
 
 def fit_real(
-    source: Path = typer.Argument(..., help="Folder of a real beat's meshes (biv-me names recognised), or a .txt list."),
+    source: Path = typer.Argument(..., help="Folder of a real beat's meshes (biv-me names recognised) or a .txt "
+                                            "list."),
     out_dir: Path = typer.Argument(..., help="Output folder (created)."),
     template: Path = typer.Option(None, "--template", help="Template heart (template vertex order); default: the "
                                                            "default parametric heart."),

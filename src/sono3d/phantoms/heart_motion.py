@@ -226,10 +226,15 @@ class _BeatLV:
 
 
 def _lv_state(ed: _LV, beat: BeatParams, k_l: float, k_r0: float, a: float) -> _BeatLV:
+    """The LV at activation ``a`` of a beat whose end-systolic factors are ``k_l``, ``k_r0``: every
+    factor blends linearly from 1 (ED) to its ES value."""
     theta = np.deg2rad(beat.twist_deg) * a
     rho = beat.apex_rotation_share
-    return _BeatLV(ed, 1.0 - a * (1.0 - k_l), 1.0 - a * (1.0 - k_r0), beat.radial_gradient * a * k_r0
-                   / (1.0 - a * (1.0 - k_r0)), -rho * theta, (1.0 - rho) * theta, ed.apex_epi_z + a * beat.apex_shift_mm)
+    k_r_mid = 1.0 - a * (1.0 - k_r0)
+    # k_r(h) = 1 - a (1 - k_r0 (1 + g (1/2 - h))) = k_r_mid (1 + g_a (1/2 - h))
+    g_a = beat.radial_gradient * a * k_r0 / k_r_mid
+    return _BeatLV(ed, 1.0 - a * (1.0 - k_l), k_r_mid, g_a, -rho * theta, (1.0 - rho) * theta,
+                   ed.apex_epi_z + a * beat.apex_shift_mm)
 
 
 @functools.lru_cache(maxsize=1)
