@@ -28,6 +28,7 @@ import csv
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from sono3d.heart.strain import lv_strain
 from sono3d.io import read_mesh, write_mesh
 from sono3d.io.atomic import atomic_path
 from sono3d.phantoms.heart import HeartShape, _PART_INDEX, build_heart_phase, heart_mesh, heart_topology
+from sono3d.phantoms.lv_grid import N_LON
 
 __all__ = [
     "SURFACES",
@@ -49,7 +51,10 @@ __all__ = [
     "find_real_beat",
     "read_real_beat",
     "cap_holes",
+    "capped_volume_ml",
     "boundary_loops",
+    "default_template",
+    "landmark_transform",
     "fit_template_labels",
     "FitResult",
     "fit_real_beat",
@@ -149,7 +154,7 @@ def _read_surface(path: Path) -> Any:
     mesh = read_mesh(path)
     if mesh.n_cells == 0:
         raise InputError(f"{path}: the mesh has no faces")
-    return mesh.triangulate().clean(tolerance=0.0, point_merging=False) if not mesh.is_all_triangles else mesh
+    return mesh if mesh.is_all_triangles else mesh.triangulate()  # triangulating keeps the vertex order
 
 
 def read_real_beat(source: str | os.PathLike[str]) -> RealBeat:
@@ -321,7 +326,7 @@ def landmark_transform(template: Any, beat: RealBeat, phase: int) -> np.ndarray:
     topo = heart_topology()
     tp = np.asarray(template.points, dtype=np.float64)
     endo = tp[topo.lv_endo_points]
-    t_apex, t_base = endo[0], endo[-(topo.lv_endo_points.size - 1) // 14:].mean(axis=0)
+    t_apex, t_base = endo[0], endo[-N_LON:].mean(axis=0)  # apex vertex, base ring
     lv = beat.surfaces["lv_endo"][phase]
     r_apex, r_base = _lv_landmarks(np.asarray(lv.points), triangles(lv))
     t_rv = r_rv = None
@@ -446,8 +451,6 @@ class FitResult:
 
 def fit_real_beat(beat: RealBeat, template: Any = None, options: CorrespondOptions | None = None) -> FitResult:
     """Fit the template (default :func:`default_template`) to every phase of ``beat`` (module notes)."""
-    import time
-
     t0 = time.perf_counter()
     tpl = default_template() if template is None else template
     topo = heart_topology()
@@ -465,7 +468,7 @@ def fit_real_beat(beat: RealBeat, template: Any = None, options: CorrespondOptio
     # the template's cavity reaches up to the real one's openings.
     lv = beat.surfaces["lv_endo"][ed]
     rim, rim_w = _rim_vertices(lv)
-    ring = topo.lv_endo_points[-(len(topo.lv_endo_points) - 1) // 14:]
+    ring = topo.lv_endo_points[-N_LON:]  # the template's base ring
     if len(rim):
         lab[ring] = _RIM
     q, lq, wq = [], [], []
