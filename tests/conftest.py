@@ -8,6 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sono3d.io import write_mesh
+from sono3d.phantoms.heart import HeartShape, Placement, heart_topology
+from sono3d.phantoms.heart_motion import BeatParams, physiological_beat
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SONO3D_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
@@ -43,3 +47,39 @@ def one_line_error(result, *words: str) -> str:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+# ------------------------------------------------------------------ a synthetic real beat (heart fit-real)
+
+def open_endocardium() -> tuple[np.ndarray, np.ndarray]:
+    """Template endocardium faces without the base cap (endocardial vertex order), and the cap's."""
+    topo = heart_topology()
+    remap = np.full(topo.n_points, -1, dtype=np.int64)
+    remap[topo.lv_endo_points] = np.arange(len(topo.lv_endo_points))
+    f = remap[topo.lv_cavity_faces]
+    ring = np.arange(len(topo.lv_endo_points) - 40, len(topo.lv_endo_points))
+    cap = np.isin(f, ring).all(axis=1)
+    return f[~cap], f[cap]
+
+
+def polydata(points: np.ndarray, faces: np.ndarray):  # noqa: ANN201
+    """A triangle ``pyvista.PolyData`` of ``points`` [N, 3] and ``faces`` [F, 3]."""
+    import pyvista as pv
+
+    return pv.PolyData(np.asarray(points, dtype=np.float64), np.hstack([np.full((len(faces), 1), 3), faces]).ravel())
+
+
+def write_lv_beat(folder: Path, n_phases: int = 2) -> np.ndarray:
+    """A biv-me-named LV-only beat (open at the base) made from a physiological heart, written to
+    ``folder``; returns its LV volumes (mL)."""
+    topo = heart_topology()
+    beat = physiological_beat(HeartShape(lv_length_mm=90.0), Placement((4.0, 2.0, -3.0), (20.0, -30.0, 45.0), 1.1),
+                              BeatParams(gls_pct=-18.0), n_phases=n_phases if n_phases > 2 else 0)
+    phases = beat.phases if n_phases > 2 else [beat.ed, beat.es]
+    open_f, _ = open_endocardium()
+    folder.mkdir(parents=True, exist_ok=True)
+    vols = []
+    for k, ph in enumerate(phases):
+        write_mesh(folder / f"case_LV_ENDOCARDIAL_{k:03d}.vtk", polydata(ph.points[topo.lv_endo_points], open_f))
+        vols.append(ph.lv_volume_mm3 / 1000.0)
+    return np.array(vols)

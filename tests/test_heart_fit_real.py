@@ -13,47 +13,30 @@ from typer.testing import CliRunner
 from sono3d.cli import app
 from sono3d.errors import InputError
 from sono3d.geometry.mesh import signed_volume_triangles
-from sono3d.heart.fit_real import boundary_loops, cap_holes, capped_volume_ml, find_real_beat, read_real_beat
+from sono3d.heart.fit_real import boundary_loops, cap_holes, capped_volume_ml, find_real_beat, fit_real, read_real_beat
 from sono3d.heart.segments import aha_segments, wall_landmarks
 from sono3d.io import write_mesh
 from sono3d.phantoms.heart import HeartShape, Placement, heart_topology
 from sono3d.phantoms.heart_motion import BeatParams, physiological_beat
 
-from conftest import SHARED_DATA, one_line_error, shared_file
+from conftest import SHARED_DATA, one_line_error, open_endocardium, polydata, shared_file, write_lv_beat
 
 runner = CliRunner()
 BIVME = SHARED_DATA / "hearts" / "bivme" / "patient1"
-
-
-def _open_endocardium() -> tuple[np.ndarray, np.ndarray]:
-    """Template endocardium faces without the base cap (endocardial vertex order), and the cap's."""
-    topo = heart_topology()
-    remap = np.full(topo.n_points, -1, dtype=np.int64)
-    remap[topo.lv_endo_points] = np.arange(len(topo.lv_endo_points))
-    f = remap[topo.lv_cavity_faces]
-    ring = np.arange(len(topo.lv_endo_points) - 40, len(topo.lv_endo_points))
-    cap = np.isin(f, ring).all(axis=1)
-    return f[~cap], f[cap]
-
-
-def _polydata(points: np.ndarray, faces: np.ndarray):  # noqa: ANN202
-    import pyvista as pv
-
-    return pv.PolyData(np.asarray(points, dtype=np.float64), np.hstack([np.full((len(faces), 1), 3), faces]).ravel())
 
 
 def test_capping_an_open_cup_gives_the_cavity_volume() -> None:
     topo = heart_topology()
     pts = physiological_beat(HeartShape(), Placement(angles_deg=(7.0, -5.0, 20.0)), BeatParams()).ed.points
     endo = pts[topo.lv_endo_points]
-    open_f, _ = _open_endocardium()
+    open_f, _ = open_endocardium()
     loops = boundary_loops(open_f)
     assert len(loops) == 1 and len(loops[0]) == 40
     p, f = cap_holes(endo, open_f)
     assert len(p) == len(endo) + 1 and not boundary_loops(f)
     expected = signed_volume_triangles(pts, topo.lv_cavity_faces)  # the template's own flat cap
     assert signed_volume_triangles(p, f) == pytest.approx(expected, rel=1e-6)
-    assert capped_volume_ml(_polydata(endo, open_f)) == pytest.approx(expected / 1000.0, rel=1e-6)
+    assert capped_volume_ml(polydata(endo, open_f)) == pytest.approx(expected / 1000.0, rel=1e-6)
 
 
 def test_surfaces_that_cannot_be_closed() -> None:
@@ -65,27 +48,12 @@ def test_surfaces_that_cannot_be_closed() -> None:
         boundary_loops(np.array([[0, 1, 2], [1, 0, 3], [0, 1, 4]]))
     pts = np.random.default_rng(0).normal(size=(5, 3))
     with pytest.raises(InputError, match="cannot be closed"):
-        capped_volume_ml(_polydata(pts, bowtie))
-
-
-def _write_lv_beat(folder: Path, n_phases: int = 2) -> np.ndarray:
-    """A biv-me-named LV-only beat made from a physiological heart; returns its LV volumes (mL)."""
-    topo = heart_topology()
-    beat = physiological_beat(HeartShape(lv_length_mm=90.0), Placement((4.0, 2.0, -3.0), (20.0, -30.0, 45.0), 1.1),
-                              BeatParams(gls_pct=-18.0), n_phases=n_phases if n_phases > 2 else 0)
-    phases = beat.phases if n_phases > 2 else [beat.ed, beat.es]
-    open_f, _ = _open_endocardium()
-    folder.mkdir(parents=True, exist_ok=True)
-    vols = []
-    for k, ph in enumerate(phases):
-        write_mesh(folder / f"case_LV_ENDOCARDIAL_{k:03d}.vtk", _polydata(ph.points[topo.lv_endo_points], open_f))
-        vols.append(ph.lv_volume_mm3 / 1000.0)
-    return np.array(vols)
+        capped_volume_ml(polydata(pts, bowtie))
 
 
 def test_fit_real_cli_on_a_synthetic_lv_beat(tmp_path: Path) -> None:
     src = tmp_path / "beat"
-    vols = _write_lv_beat(src)
+    vols = write_lv_beat(src)
     phases, paths = find_real_beat(src)
     assert phases == ["000", "001"] and set(paths) == {"lv_endo"}
     out = tmp_path / "fit"
@@ -113,14 +81,14 @@ def test_fit_real_bad_input(tmp_path: Path) -> None:
     one_line_error(runner.invoke(app, ["heart", "fit-real", str(empty), str(tmp_path / "o1")]), "no recognised meshes")
     assert not (tmp_path / "o1").exists()
     src = tmp_path / "beat"
-    _write_lv_beat(src)
+    write_lv_beat(src)
     import pyvista as pv
 
     small = pv.Sphere().extract_cells(range(100)).extract_surface(algorithm="dataset_surface")
     write_mesh(src / "case_LV_ENDOCARDIAL_001.vtk", small)
     one_line_error(runner.invoke(app, ["heart", "fit-real", str(src), str(tmp_path / "o2")]), "vertex counts")
     nan_src = tmp_path / "nan"
-    _write_lv_beat(nan_src)
+    write_lv_beat(nan_src)
     m = pv.read(str(nan_src / "case_LV_ENDOCARDIAL_001.vtk"))
     pts = np.asarray(m.points).copy()
     pts[3] = np.nan
@@ -132,7 +100,7 @@ def test_fit_real_bad_input(tmp_path: Path) -> None:
     bow.mkdir()
     p = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0]], float)
     for k in range(2):
-        write_mesh(bow / f"x_LV_ENDOCARDIAL_{k:03d}.vtk", _polydata(p * (1 + k), np.array([[0, 1, 2], [0, 3, 4]])))
+        write_mesh(bow / f"x_LV_ENDOCARDIAL_{k:03d}.vtk", polydata(p * (1 + k), np.array([[0, 1, 2], [0, 3, 4]])))
     one_line_error(runner.invoke(app, ["heart", "fit-real", str(bow), str(tmp_path / "o4")]), "cannot be closed")
     listing = tmp_path / "list.txt"
     listing.write_text("beat/case_LV_ENDOCARDIAL_000.vtk\nbeat/missing.vtk\n")
@@ -153,8 +121,6 @@ def test_bivme_reading_capping_and_a_two_phase_fit(tmp_path: Path) -> None:
     for ph in ("009", "024"):
         for s in ("LV_ENDOCARDIAL", "RV_ENDOCARDIAL", "EPICARDIAL"):
             shutil.copy(BIVME / f"patient1_{s}_{ph}.vtk", two)
-    from sono3d.heart.fit_real import fit_real
-
     res = fit_real(two, tmp_path / "out")
     rep = res.report
     assert rep["ed_phase"] == "024" and rep["es_phase"] == "009"

@@ -41,11 +41,11 @@ def test_truncated_ellipsoid_volume_closed_forms():
 @pytest.mark.parametrize("base_fraction,ecc", [(0.0, 1.0), (0.25, 0.9), (0.4, 1.08)])
 def test_lv_cavity_volume_matches_ellipsoid(base_fraction, ecc):
     """The cavity mesh's divergence-theorem volume is the truncated ellipsoid's, within 1%, at ED and ES."""
-    from sono3d.phantoms.heart import _lv_ed, _lv_es
+    from sono3d.phantoms.heart import lv_ed_geometry, lv_es_geometry
 
     shape = HeartShape(lv_base_fraction=base_fraction, lv_eccentricity=ecc, ef=0.55, long_shortening=0.12)
-    ed_lv = _lv_ed(shape)
-    es_lv = _lv_es(shape, ed_lv)[0]
+    ed_lv = lv_ed_geometry(shape)
+    es_lv = lv_es_geometry(shape, ed_lv)[0]
     phases = heart_phases(shape)
     for lv, ph in ((ed_lv, phases["ed"]), (es_lv, phases["es"])):
         assert ph.lv_volume_mm3 == pytest.approx(lv.endo_volume(), rel=0.01)
@@ -114,7 +114,7 @@ def test_shared_vertex_order_and_labels():
 
 
 def test_myocardium_kept_and_wall_thickens():
-    from sono3d.phantoms.heart import _lv_ed, _lv_es
+    from sono3d.phantoms.heart import lv_ed_geometry, lv_es_geometry
 
     s = HeartShape(ef=0.65, long_shortening=0.17)
     topo = heart_topology()
@@ -122,7 +122,7 @@ def test_myocardium_kept_and_wall_thickens():
     f = topo.faces_of("lv_myocardium")
     v_ed, v_es = (signed_volume_triangles(ph[p].points, f) for p in ("ed", "es"))
     assert v_es == pytest.approx(v_ed, rel=0.02)
-    ed, es = _lv_ed(s), _lv_es(s, _lv_ed(s))[0]
+    ed, es = lv_ed_geometry(s), lv_es_geometry(s, lv_ed_geometry(s))[0]
     assert es.A - es.a > 1.3 * (ed.A - ed.a)  # radial wall thickening
     assert es.zb < ed.zb  # the base descends towards the apex
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import re
 import shlex
 import traceback
@@ -28,7 +29,7 @@ import sono3d.demo
 from sono3d.cli import app
 from sono3d.sweep import ReconstructConfig
 
-from conftest import ROOT, SHARED_DATA
+from conftest import ROOT, SHARED_DATA, write_lv_beat
 
 README = ROOT / "README.md"
 
@@ -40,11 +41,13 @@ class How:
     """How one verb's README examples run here.
 
     ``options`` replace the README's value of an option or add it (``None``: a flag);
-    ``outputs(args)`` names the files the command must have written, from its positional
-    arguments; ``check(args, output)`` asserts on what it printed.
+    ``inputs(args)`` may make a stand-in for a real input the README names and return the arguments
+    pointing at it; ``outputs(args)`` names the files the command must have written, from its
+    positional arguments; ``check(args, output)`` asserts on what it printed.
     """
 
     options: dict[str, str | None] = field(default_factory=dict)
+    inputs: Callable[[list[str]], list[str]] | None = None
     outputs: Callable[[list[str]], list[str]] = lambda args: []
     check: Callable[[list[str], str], None] | None = None
 
@@ -52,6 +55,25 @@ class How:
 def _correlate_printed(args: list[str], output: str) -> None:
     res = json.loads(output.strip().splitlines()[-1])
     assert res["n"] >= 3 and -1 <= res["pearson"]["r"] <= 1, res
+
+
+def _strain_printed(args: list[str], output: str) -> None:
+    res = json.loads(output)  # of a one-epoch network's meshes: any finite numbers
+    assert res["edv_ml"] > 0 and res["esv_ml"] > 0 and math.isfinite(res["gls_pct"] + res["gcs_pct"]), res
+    assert [seg["segment"] for seg in res["segments"]] == list(range(1, 18)), res
+
+
+def _fit_real_printed(args: list[str], output: str) -> None:
+    res = json.loads(output.strip().splitlines()[-1])
+    assert res["phases"] == 2 and abs(res["ef_fitted"] - res["ef_direct"]) < 2.0, res
+
+
+def _stand_in_beat(args: list[str]) -> list[str]:
+    """The README fits the biv-me patient (25 phases, about 40 s); here a synthetic two-phase LV beat
+    with biv-me file names stands in. tests/test_heart_fit_real.py fits the real patient."""
+    source = positional(args)[0]
+    write_lv_beat(Path("stand_in_beat"))
+    return [("stand_in_beat" if a == source else a) for a in args]
 
 
 def _info_printed(args: list[str], output: str) -> None:
@@ -80,6 +102,11 @@ HOW: dict[str, How] = {
                        outputs=lambda a: [f"{a[1]}/checkpoint.pt"]),
     "heart predict": How(outputs=lambda a: [f"{a[2]}/heart_ed.vtp", f"{a[2]}/heart_es.vtp", f"{a[2]}/report.json"]),
     "heart evaluate": How({"--resolution": "32"}, outputs=lambda a: [f"{a[2]}/report.json"]),
+    "heart strain": How(check=_strain_printed),
+    "heart fit-real": How(inputs=_stand_in_beat, check=_fit_real_printed,
+                          outputs=lambda a: [f"{a[1]}/{n}" for n in ("fitted_000.vtp", "fitted_001.vtp", "volumes.csv",
+                                                                     "report.json", "volume_curve.png",
+                                                                     "bullseye_gls.png")]),
     "heart correlate": How(check=_correlate_printed),
     # sono3d demo has no size options: test_readme_sweep_examples swaps in a smaller demo_comparison.
     "demo": How(outputs=lambda a: ["out/demo/volume.nii.gz", "out/demo/report.json"]),
@@ -166,6 +193,8 @@ def run_example(command: str) -> None:
     verb, args = verb_and_args(command)
     how = HOW[verb]
     args = with_options(args, how.options)
+    if how.inputs is not None:
+        args = how.inputs(args)
     res = runner.invoke(app, [*verb.split(), *args])
     if res.exit_code != 0:
         trace = "".join(traceback.format_exception(*res.exc_info)) if res.exc_info and res.exit_code != 2 else ""
@@ -250,7 +279,8 @@ def test_readme_sweep_examples_and_python_snippet(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_readme_heart_examples(monkeypatch, tmp_path):
-    """Table rows cohort -> show-case -> correspond -> train -> predict -> evaluate -> correlate."""
+    """Table rows cohort -> show-case -> correspond -> train -> predict -> evaluate -> strain -> fit-real
+    -> correlate."""
     monkeypatch.chdir(tmp_path)
     for command in HEART_ROWS:
         run_example(command)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import typer
+
+from sono3d.commands._common import print_json
+from sono3d.errors import InputError
+from sono3d.heart.fit_real import fit_real as fit_real_to_folder
+from sono3d.heart.strain import lv_strain, read_template_points
+from sono3d.io import read_mesh
+from sono3d.viz.clinical import bullseye_figure, volume_curve_figure
 
 
 def add_commands(heart_app: typer.Typer) -> None:
@@ -13,8 +21,6 @@ def add_commands(heart_app: typer.Typer) -> None:
 
 
 def _png(path: Path | None) -> None:
-    from sono3d.errors import InputError
-
     if path is not None and path.suffix.lower() != ".png":
         raise InputError(f"{path}: the figure must be a .png file")
 
@@ -31,14 +37,9 @@ def strain(
     (base-apex-base along the template's meridians in that view), ED to ES; negative in contraction.
     Example: sono3d heart strain cohort/cases/00000/ed.vtp cohort/cases/00000/es.vtp --json
     """
-    from sono3d.commands._common import print_json
-    from sono3d.heart.strain import lv_strain, read_template_points
-
     _png(bullseye)
     res = lv_strain(read_template_points(ed_mesh), read_template_points(es_mesh))
     if bullseye is not None:
-        from sono3d.viz.clinical import bullseye_figure
-
         bullseye_figure({s["segment"]: s["longitudinal_pct"] for s in res.segments}, bullseye,
                         title=f"longitudinal strain (GLS {res.gls_pct:.1f} %)", label="strain (%)",
                         cmap="RdBu", vmin=-30.0, vmax=0.0)
@@ -67,23 +68,14 @@ def fit_real(
     Prints a one-line JSON summary: EF fitted and direct (%), GLS (%), the largest LV volume error (%)
     and the largest Chamfer distance (mm) over the phases.
     """
-    import numpy as np
-
-    from sono3d.commands._common import print_json
-    from sono3d.errors import InputError
-    from sono3d.heart import fit_real as fr
-    from sono3d.io import read_mesh
-
     tpl = None
     if template is not None:
         if not template.is_file():
             raise InputError(f"{template}: no such template file")
         tpl = read_mesh(template)
-    res = fr.fit_real(source, out_dir, template=tpl)
+    res = fit_real_to_folder(source, out_dir, template=tpl)
     rep = res.report
     if figures:
-        from sono3d.viz.clinical import bullseye_figure, volume_curve_figure
-
         volume_curve_figure(res.phases, res.lv_real_ml, res.lv_fitted_ml, out_dir / "volume_curve.png",
                             ed=res.ed_index, es=res.es_index)
         bullseye_figure({s["segment"]: s["longitudinal_pct"] for s in rep["segments"]}, out_dir / "bullseye_gls.png",

@@ -19,11 +19,15 @@ The names a user calls, from data to numbers::
   :func:`load_run`, :func:`predict_views`, :func:`predict_files`, :func:`evaluate_split`,
   :func:`evaluate_run`;
 * clinical numbers: :func:`lv_volume_ml`, :func:`ejection_fraction`, :func:`agreement`,
-  :func:`correlate`, :func:`correlate_table`.
+  :func:`correlate`, :func:`correlate_table`; strain and the AHA segments: :func:`lv_strain`,
+  :class:`LVStrain`, :func:`aha_segments`;
+* real beats: :func:`read_real_beat`, :func:`fit_real_beat` (the template fitted to every phase).
 
 Modules, from the bottom up: ``spline``, ``surfaces`` (labelled surfaces as points), ``ot``
-(robust optimal transport), ``clinical``, ``cohort`` (the cohort on disk), ``template``,
-``registration`` (one template-to-target deformation), ``correspond`` (a whole cohort), ``data``
+(robust optimal transport), ``segments`` (AHA 17 segments), ``strain`` (GLS, GCS, per segment),
+``clinical``, ``cohort`` (the cohort on disk), ``template``, ``registration`` (one
+template-to-target deformation), ``fit_real`` (the template on a real beat), ``correspond`` (a
+whole cohort), ``data``
 (training samples), ``occupancy`` (voxelised surfaces), ``s2mnet`` (the networks), ``checkpoint``
 (the run's file), ``training``, ``predict``, ``evaluate``. Figures are drawn by
 :mod:`sono3d.viz.heart` and :mod:`sono3d.viz.clinical`.
@@ -51,6 +55,9 @@ _FACE: dict[str, tuple[str, ...]] = {
     "predict": ("predict_views", "predict_files"),
     "evaluate": ("evaluate_split", "evaluate_run"),
     "clinical": ("lv_volume_ml", "ejection_fraction", "agreement", "correlate", "correlate_table"),
+    "segments": ("aha_segments",),
+    "strain": ("LVStrain", "lv_strain"),
+    "fit_real": ("read_real_beat", "fit_real_beat"),
 }
 _WHERE = {name: module for module, names in _FACE.items() for name in names}
 

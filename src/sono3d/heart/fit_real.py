@@ -10,7 +10,7 @@ Fit (``docs/clinical.md``):
 1. **End-diastole** (the phase with the largest capped LV volume): the template's LV endocardium,
    RV blood-pool surface and outer (epicardial) wall are matched to the real LV endocardium, RV
    endocardium and epicardium with the robust optimal-transport correspondence of
-   :func:`sono3d.heart.correspond.correspond_points` (label by label: global affine, then the
+   :func:`sono3d.heart.registration.correspond_points` (label by label: global affine, then the
    non-rigid OT + spline levels). Every fitted vertex is then put on its real surface: its nearest
    point there, as a triangle and barycentric coordinates (the vertex's *anchor*).
 2. **Every other phase**: the real surfaces share their vertex order across phases, so each anchor
@@ -37,12 +37,13 @@ import numpy as np
 
 from sono3d.errors import InputError
 from sono3d.geometry.mesh import signed_volume_triangles, triangles
-from sono3d.heart.correspond import CorrespondOptions, correspond_points, vertex_areas
+from sono3d.heart.registration import CorrespondOptions, correspond_points
 from sono3d.heart.spline import interpolate_field
 from sono3d.heart.strain import lv_strain
+from sono3d.heart.surfaces import vertex_areas
 from sono3d.io import read_mesh, write_mesh
 from sono3d.io.atomic import atomic_path
-from sono3d.phantoms.heart import HeartShape, _PART_INDEX, build_heart_phase, heart_mesh, heart_topology
+from sono3d.phantoms.heart import PART_INDEX, HeartShape, build_heart_phase, heart_mesh, heart_topology
 from sono3d.phantoms.lv_grid import N_LON
 
 __all__ = [
@@ -272,9 +273,9 @@ def fit_template_labels(points: np.ndarray, gap_mm: float = 2.5) -> np.ndarray:
     part = topo.part_of_point
     lab = np.zeros(topo.n_points, dtype=np.int64)
     lab[topo.lv_endo_points] = 1
-    rv_in = np.flatnonzero(part == _PART_INDEX["rv_inner"])
-    rv_out = np.flatnonzero(part == _PART_INDEX["rv_outer"])
-    lv = np.flatnonzero(part == _PART_INDEX["lv_myocardium"])
+    rv_in = np.flatnonzero(part == PART_INDEX["rv_inner"])
+    rv_out = np.flatnonzero(part == PART_INDEX["rv_outer"])
+    lv = np.flatnonzero(part == PART_INDEX["lv_myocardium"])
     lv_epi = np.setdiff1d(lv, topo.lv_endo_points)
     lab[rv_in] = 2
     d_epi, _ = cKDTree(p[np.concatenate([rv_in, rv_out])]).query(p[lv_epi])
@@ -331,7 +332,7 @@ def landmark_transform(template: Any, beat: RealBeat, phase: int) -> np.ndarray:
     r_apex, r_base = _lv_landmarks(np.asarray(lv.points), triangles(lv))
     t_rv = r_rv = None
     if "rv_endo" in beat.surfaces:
-        t_rv = tp[topo.part_of_point == _PART_INDEX["rv_inner"]].mean(axis=0)
+        t_rv = tp[topo.part_of_point == PART_INDEX["rv_inner"]].mean(axis=0)
         r_rv = np.asarray(beat.surfaces["rv_endo"][phase].points, dtype=np.float64).mean(axis=0)
     R = _frame(r_apex, r_base, r_rv) @ _frame(t_apex, t_base, t_rv).T
     scale = np.linalg.norm(r_base - r_apex) / np.linalg.norm(t_base - t_apex)

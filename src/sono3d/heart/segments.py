@@ -35,7 +35,7 @@ import functools
 import numpy as np
 
 from sono3d.errors import InputError
-from sono3d.phantoms.heart import HeartShape, _phase_points, heart_topology
+from sono3d.phantoms.heart import HeartShape, heart_topology, phase_points
 from sono3d.phantoms.lv_grid import N_LON, endocardial_grid
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "template_endocardial_segments",
     "template_edge_segments",
     "segment_volumes_mm3",
+    "cavity_faces_by_segment",
 ]
 
 AHA_NAMES: dict[int, str] = {
@@ -170,7 +171,7 @@ def wall_landmarks(points: np.ndarray, faces: np.ndarray, wall: np.ndarray) -> t
 @functools.lru_cache(maxsize=1)
 def _template_frame() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The default template heart (heart frame): points, apex, base centre."""
-    pts, lm = _phase_points(HeartShape(), "ed")
+    pts, lm = phase_points(HeartShape(), "ed")
     return pts, lm["apex_epi"], lm["lv_base"]
 
 
@@ -213,7 +214,7 @@ def template_edge_segments() -> dict[str, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=1)
-def _cavity_faces_endo() -> tuple[np.ndarray, np.ndarray]:
+def cavity_faces_by_segment() -> tuple[np.ndarray, np.ndarray]:
     """The closed cavity's faces in endocardial order, and the template segment of each face's
     centroid (the base cap lies in the base plane: a basal segment by its angle)."""
     topo = heart_topology()
@@ -236,7 +237,7 @@ def segment_volumes_mm3(endo_points: np.ndarray) -> dict[int, float]:
     of their centroid; the flat base cap's flux is about zero.
     """
     p = np.asarray(endo_points, dtype=np.float64)
-    f, seg = _cavity_faces_endo()
+    f, seg = cavity_faces_by_segment()
     apex, rings = endocardial_grid()
     o = p[apex]
     u = _unit(p[rings[-1]].mean(axis=0) - o, "the LV long axis")

@@ -31,7 +31,7 @@ from sono3d.geometry.mesh import signed_volume_triangles
 from sono3d.heart.segments import (
     AHA_NAMES,
     LEVELS,
-    _cavity_faces_endo,
+    cavity_faces_by_segment,
     segment_level,
     segment_volumes_mm3,
     template_edge_segments,
@@ -72,7 +72,7 @@ def _strain_by(ed: np.ndarray, es: np.ndarray, edges: np.ndarray, groups: np.nda
 def cavity_volume_ml(points: np.ndarray) -> float:
     """LV cavity volume (mL, divergence theorem) of a heart or LV cavity in template order."""
     endo = endocardium_points(points)
-    return abs(signed_volume_triangles(endo, _cavity_faces_endo()[0])) / 1000.0
+    return abs(signed_volume_triangles(endo, cavity_faces_by_segment()[0])) / 1000.0
 
 
 def global_circumferential_strain_pct(ed_points: np.ndarray, es_points: np.ndarray) -> float:

@@ -63,6 +63,15 @@ __all__ = [
     "lv_cavity_from_heart",
     "with_ef",
     "SHAPE_RANGES",
+    # the parts of a phase, for the physiological beat (sono3d.phantoms.heart_motion) and its readers
+    "LV_CUP_RES",
+    "PART_INDEX",
+    "LVGeometry",
+    "lv_ed_geometry",
+    "lv_es_geometry",
+    "phase_points",
+    "heart_points",
+    "placed_phase",
 ]
 
 # The public cohort's label scheme (cells' ``elemTag``).
@@ -78,7 +87,7 @@ VIEW_LABELS: dict[str, int] = {**ELEM_TAGS, "lv_blood": 25, "rv_blood": 26, "la_
                                "ra_blood": 28, "aorta_blood": 29, "pa_blood": 30}
 
 # Template resolution (rings x longitudes); the total is about 5,100 vertices.
-_CUP = (14, 40)  # LV endocardium and epicardium, each
+LV_CUP_RES = (14, 40)  # LV endocardium and epicardium, each (sono3d.phantoms.lv_grid names the grid)
 _RES = {"rv": (16, 32), "atrium": (12, 24), "artery": (10, 20), "valve": (5, 16), "small": (6, 16)}
 
 
@@ -114,7 +123,7 @@ PARTS: tuple[_PartSpec, ...] = (
     _PartSpec("svc", 16, _RES["small"]),
     _PartSpec("ivc", 17, _RES["small"]),
 )
-_PART_INDEX = {p.name: i for i, p in enumerate(PARTS)}
+PART_INDEX = {p.name: i for i, p in enumerate(PARTS)}  # part name -> index in PARTS (HeartTopology.part_of_*)
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,13 +345,13 @@ class HeartTopology:
         return int(self.part_of_point.shape[0])
 
     def faces_of(self, name: str) -> np.ndarray:
-        return self.faces[self.part_of_face == _PART_INDEX[name]]
+        return self.faces[self.part_of_face == PART_INDEX[name]]
 
 
 @functools.lru_cache(maxsize=1)
 def heart_topology() -> HeartTopology:
     """The template connectivity (cached)."""
-    n_r, n_l = _CUP
+    n_r, n_l = LV_CUP_RES
     n_cup = 1 + n_r * n_l
     faces, pf, ranges = [], [], []
     start = 0
@@ -389,7 +398,14 @@ def heart_topology() -> HeartTopology:
 # --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class _LV:
+class LVGeometry:
+    """The LV of the affine beat at one phase: confocal-axis truncated ellipsoids (heart frame, mm).
+
+    The endocardium has semi-axes ``a``, ``b`` (across) and ``c`` (long), the epicardium ``A``,
+    ``B``, ``C``; both are centred at height ``zc`` on the long axis and cut by the base plane
+    ``z = zb``.
+    """
+
     a: float  # endocardial semi-axes (x, y) and semi-long axis
     b: float
     c: float
@@ -419,7 +435,8 @@ class _LV:
         return np.sqrt(1 - u * u) / np.sqrt((np.cos(phi) / self.A) ** 2 + (np.sin(phi) / self.B) ** 2)
 
 
-def _lv_ed(s: HeartShape) -> _LV:
+def lv_ed_geometry(s: HeartShape) -> LVGeometry:
+    """The end-diastolic LV of shape ``s`` (base plane at ``z = 0``)."""
     L = s.lv_length_mm
     f = s.lv_base_fraction
     c = L / (1 + f)
@@ -428,24 +445,25 @@ def _lv_ed(s: HeartShape) -> _LV:
     b = a * s.lv_eccentricity
     t = s.lv_wall_mm
     C = c + 0.8 * t
-    return _LV(a, b, c, a + t, b + t, C, zc, 0.0)
+    return LVGeometry(a, b, c, a + t, b + t, C, zc, 0.0)
 
 
-def _lv_es(s: HeartShape, ed: _LV) -> tuple[_LV, float, float, float]:
-    """End-systolic LV and its factors ``(k_l, k_r, k_e)``."""
+def lv_es_geometry(s: HeartShape, ed: LVGeometry) -> tuple[LVGeometry, float, float, float]:
+    """End-systolic LV of the affine beat and its factors ``(k_l, k_r, k_e)`` (long axis, endocardial
+    and epicardial radii), from the end-diastolic ``ed``."""
     k_l = 1.0 - s.long_shortening
     k_r = float(np.sqrt((1.0 - s.ef) / k_l))
     v_endo, v_epi = ed.endo_volume(), ed.epi_volume()
     k_e = float(np.sqrt((v_epi - s.ef * v_endo) / (k_l * v_epi)))  # keeps the myocardial volume
     z0 = ed.apex_epi_z
-    es = _LV(ed.a * k_r, ed.b * k_r, ed.c * k_l, ed.A * k_e, ed.B * k_e, ed.C * k_l,
-             z0 + k_l * (ed.zc - z0), z0 + k_l * (ed.zb - z0))
+    es = LVGeometry(ed.a * k_r, ed.b * k_r, ed.c * k_l, ed.A * k_e, ed.B * k_e, ed.C * k_l,
+                    z0 + k_l * (ed.zc - z0), z0 + k_l * (ed.zb - z0))
     return es, k_l, k_r, k_e
 
 
 def _cup_points(a: float, b: float, c: float, zc: float, zb: float) -> np.ndarray:
     """Truncated-ellipsoid cup: apex, then rings from apex to the base plane ``z = zb``."""
-    n_r, n_l = _CUP
+    n_r, n_l = LV_CUP_RES
     cos_b = np.clip((zc - zb) / c, -1.0, 1.0)
     th_b = np.arccos(cos_b)
     th = th_b * np.arange(1, n_r + 1) / n_r
@@ -487,7 +505,7 @@ def _ellipsoid(res: tuple[int, int], centre: np.ndarray, radii: tuple[float, flo
     return np.asarray(centre) + _sphere_points(*res) * np.asarray(radii)
 
 
-def _crescent(res: tuple[int, int], lv: _LV, half_angle: float, z_lo: float, z_hi: float,
+def _crescent(res: tuple[int, int], lv: LVGeometry, half_angle: float, z_lo: float, z_hi: float,
               thickness: float, gap: float) -> np.ndarray:
     """The RV crescent: a sphere warped into cylindrical coordinates hugging the LV epicardium.
 
@@ -506,14 +524,14 @@ def _crescent(res: tuple[int, int], lv: _LV, half_angle: float, z_lo: float, z_h
     return np.stack([rho * np.cos(phi), rho * np.sin(phi), z], 1)
 
 
-def _rv_extent(lv: _LV, shrink: float) -> tuple[float, float]:
+def _rv_extent(lv: LVGeometry, shrink: float) -> tuple[float, float]:
     """Heights of the RV crescent's ends: from 20% above the epicardial apex to just below the base."""
     z_hi = lv.zb - 3.0
     z_lo = lv.apex_epi_z + 0.2 * (lv.zb - lv.apex_epi_z)
     return z_hi - shrink * (z_hi - z_lo), z_hi
 
 
-def _crescent_volume(lv: _LV, half_angle: float, z_lo: float, z_hi: float, thickness: float) -> float:
+def _crescent_volume(lv: LVGeometry, half_angle: float, z_lo: float, z_hi: float, thickness: float) -> float:
     p = _crescent(_RES["rv"], lv, half_angle, z_lo, z_hi, thickness, 1.0)
     return signed_volume_triangles(p, _sphere_faces(*_RES["rv"]))
 
@@ -539,29 +557,29 @@ class HeartPhase:
     lv_volume_mm3: float
 
 
-def _phase_points(s: HeartShape, phase: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def phase_points(s: HeartShape, phase: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """All template vertices of one phase of the affine beat in the heart frame, and its landmarks."""
-    ed = _lv_ed(s)
+    ed = lv_ed_geometry(s)
     if phase == "ed":
-        return _heart_points(s, ed, 0.0, 1.0)
+        return heart_points(s, ed, 0.0, 1.0)
     if phase == "es":
-        lv, _, k_r, _ = _lv_es(s, ed)
-        return _heart_points(s, lv, 1.0, k_r)
+        lv, _, k_r, _ = lv_es_geometry(s, ed)
+        return heart_points(s, lv, 1.0, k_r)
     raise InputError(f"phase must be 'ed' or 'es', got {phase!r}")
 
 
-def _heart_points(s: HeartShape, lv, activation: float, k_r: float,  # noqa: ANN001 - _LV or a beat LV
-                  lv_myocardium: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def heart_points(s: HeartShape, lv, activation: float, k_r: float,  # noqa: ANN001 - LVGeometry or a beat LV
+                 lv_myocardium: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """All template vertices in the heart frame, and the landmarks, for one state of the LV.
 
     ``lv`` gives the LV's base height ``zb``, apices ``apex_epi_z`` and ``zc - c`` and epicardial
-    radius ``epi_radius(phi, z)`` (an :class:`_LV`, or the physiological beat's LV of
+    radius ``epi_radius(phi, z)`` (an :class:`LVGeometry`, or the physiological beat's LV of
     :mod:`sono3d.phantoms.heart_motion`); ``activation`` runs from 0 (end-diastole) to 1
     (end-systole) and drives the atria and the RV; ``k_r`` is the radial factor of the LV base
     (the annuli shrink with it). ``lv_myocardium`` replaces the LV cup's points (default: the
     truncated ellipsoids of ``lv``).
     """
-    ed = _lv_ed(s)
+    ed = lv_ed_geometry(s)
     dz = lv.zb
     atrial = 1.25 ** (activation / 3)  # atria fill during systole
     rv_t = 1.0 - s.rv_ef * activation  # first guess, refined below
@@ -679,12 +697,12 @@ def build_heart_phase(shape: HeartShape, placement: Placement | None = None, pha
     The points are rounded to ``dtype`` (float32 by default, as written to disk) before the LV
     volume is measured, so that a volume recomputed from the written file agrees exactly.
     """
-    p, lm = _phase_points(shape, phase)
-    return _placed_phase(p, lm, placement, dtype)
+    p, lm = phase_points(shape, phase)
+    return placed_phase(p, lm, placement, dtype)
 
 
-def _placed_phase(p: np.ndarray, lm: dict[str, np.ndarray], placement: Placement | None,
-                  dtype: type = np.float32) -> HeartPhase:
+def placed_phase(p: np.ndarray, lm: dict[str, np.ndarray], placement: Placement | None,
+                 dtype: type = np.float32) -> HeartPhase:
     """Heart-frame vertices and landmarks placed in the torso frame (see :func:`build_heart_phase`)."""
     placement = placement or Placement()
     M = placement.matrix()

@@ -45,16 +45,17 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from sono3d.errors import InputError
+from sono3d.geometry.mesh import signed_volume_triangles
 from sono3d.phantoms.heart import (
-    _LV,
     HeartPhase,
     HeartShape,
+    LVGeometry,
     Placement,
-    _heart_points,
-    _lv_ed,
-    _phase_points,
-    _placed_phase,
+    heart_points,
     heart_topology,
+    lv_ed_geometry,
+    phase_points,
+    placed_phase,
 )
 from sono3d.phantoms.lv_grid import global_longitudinal_strain_pct
 
@@ -140,7 +141,7 @@ def sample_beat(rng: np.random.Generator, shape: HeartShape) -> BeatParams:
 # The LV at one activation
 # --------------------------------------------------------------------------------------------
 
-def _endo_radius(ed: _LV, phi: np.ndarray, z: np.ndarray) -> np.ndarray:
+def _endo_radius(ed: LVGeometry, phi: np.ndarray, z: np.ndarray) -> np.ndarray:
     """ED endocardial distance from the long axis at angle ``phi`` and height ``z`` (0 beyond the apex)."""
     u = (np.asarray(z, dtype=np.float64) - ed.zc) / ed.c
     s = np.sqrt(np.clip(1.0 - u * u, 0.0, None))
@@ -149,10 +150,10 @@ def _endo_radius(ed: _LV, phi: np.ndarray, z: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _BeatLV:
-    """The LV at one activation: the interface :func:`sono3d.phantoms.heart._heart_points` needs
+    """The LV at one activation: the interface :func:`sono3d.phantoms.heart.heart_points` needs
     (``zb``, ``apex_epi_z``, ``apex_endo_z``, ``epi_radius``) and the moved myocardium."""
 
-    ed: _LV
+    ed: LVGeometry
     k_l: float  # longitudinal factor at this activation
     k_r0: float  # endocardial radial factor at mid-height (h = 1/2), this activation
     gradient: float  # g, scaled by the activation
@@ -225,7 +226,7 @@ class _BeatLV:
         return np.sqrt((self.k_r(h) * r_i) ** 2 + (r_e ** 2 - r_i ** 2) / self.k_l)
 
 
-def _lv_state(ed: _LV, beat: BeatParams, k_l: float, k_r0: float, a: float) -> _BeatLV:
+def _lv_state(ed: LVGeometry, beat: BeatParams, k_l: float, k_r0: float, a: float) -> _BeatLV:
     """The LV at activation ``a`` of a beat whose end-systolic factors are ``k_l``, ``k_r0``: every
     factor blends linearly from 1 (ED) to its ES value."""
     theta = np.deg2rad(beat.twist_deg) * a
@@ -256,15 +257,11 @@ def _myocardium(ed_pts: np.ndarray, lv: _BeatLV) -> np.ndarray:
 
 
 def _cavity_volume(endo_pts: np.ndarray) -> float:
-    from sono3d.geometry.mesh import signed_volume_triangles
-
     return signed_volume_triangles(endo_pts, _lv_parts()[2])
 
 
 def myocardial_volume_mm3(points: np.ndarray) -> float:
     """Volume (mm³) of the LV myocardium (the closed cup) of a heart in the template's vertex order."""
-    from sono3d.geometry.mesh import signed_volume_triangles
-
     topo = heart_topology()
     return signed_volume_triangles(np.asarray(points, dtype=np.float64), topo.faces_of("lv_myocardium"))
 
@@ -276,8 +273,8 @@ def solve_beat(shape: HeartShape, beat: BeatParams, tol: float = 1e-7) -> tuple[
     Raises :class:`InputError` when no contraction of this kind reaches both (for example a GLS
     weaker than the radial motion alone gives at a high EF).
     """
-    ed = _lv_ed(shape)
-    ed_pts, _ = _phase_points(shape, "ed")
+    ed = lv_ed_geometry(shape)
+    ed_pts, _ = phase_points(shape, "ed")
     _, endo, _ = _lv_parts()
     ed_endo = ed_pts[endo]
     v_ed = _cavity_volume(ed_endo)
@@ -373,9 +370,9 @@ class Beat:
 def _phase_at(shape: HeartShape, placement: Placement | None, beat: BeatParams, k_l: float, k_r0: float,
               a: float, ed_pts: np.ndarray) -> HeartPhase:
     if a <= 0.0:
-        return _placed_phase(*_phase_points(shape, "ed"), placement)
-    lv = _lv_state(_lv_ed(shape), beat, k_l, k_r0, a)
-    return _placed_phase(*_heart_points(shape, lv, a, lv.base_k_r, _myocardium(ed_pts, lv)), placement)
+        return placed_phase(*phase_points(shape, "ed"), placement)
+    lv = _lv_state(lv_ed_geometry(shape), beat, k_l, k_r0, a)
+    return placed_phase(*heart_points(shape, lv, a, lv.base_k_r, _myocardium(ed_pts, lv)), placement)
 
 
 def physiological_beat(shape: HeartShape, placement: Placement | None = None, beat: BeatParams | None = None,
@@ -387,7 +384,7 @@ def physiological_beat(shape: HeartShape, placement: Placement | None = None, be
     """
     beat = beat or BeatParams()
     k_l, k_r0 = solve_beat(shape, beat)
-    ed_pts, _ = _phase_points(shape, "ed")
+    ed_pts, _ = phase_points(shape, "ed")
     ed = _phase_at(shape, placement, beat, k_l, k_r0, 0.0, ed_pts)
     es = _phase_at(shape, placement, beat, k_l, k_r0, 1.0, ed_pts)
     times, es_index, phases = np.zeros(0), -1, []

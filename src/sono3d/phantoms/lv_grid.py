@@ -29,7 +29,7 @@ import functools
 import numpy as np
 
 from sono3d.errors import InputError
-from sono3d.phantoms.heart import _CUP, heart_topology
+from sono3d.phantoms.heart import LV_CUP_RES, heart_topology
 
 __all__ = [
     "N_RINGS",
@@ -42,7 +42,7 @@ __all__ = [
     "global_longitudinal_strain_pct",
 ]
 
-N_RINGS, N_LON = _CUP
+N_RINGS, N_LON = LV_CUP_RES
 
 # Longitude pairs (template indices) whose meridians form each apical view's contour.
 APICAL_VIEW_LONGITUDES: dict[str, tuple[int, int]] = {"a4c": (0, 20), "a2c": (9, 29), "a3c": (6, 26)}
