@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from sono3d import demo as demo_module
+from sono3d.commands.report import HTML_HELP, write_page
 
 
 def demo(
@@ -16,6 +17,7 @@ def demo(
                                        help="Keep the results in this folder (default: a new temp folder)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the phantom, the sweep and the training."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    html: bool = typer.Option(True, "--html/--no-html", help=HTML_HELP),
 ) -> None:
     """Simulate a uterus sweep, reconstruct it with 3D Gaussians and compare with compounding."""
     folder = out if out is not None else Path(tempfile.mkdtemp(prefix="sono3d-demo-"))
@@ -29,6 +31,9 @@ def demo(
     typer.echo(f"training frames: SSIM {rep['train']['ssim']:.3f} L1 {rep['train']['l1']:.4f}; "
                f"{rep['gaussians']} Gaussians, {rep['seconds']:.0f} s ({rep['backend']})")
     typer.echo(f"volume: {rep['outputs']['volume']}")
+    page = write_page(folder) if html else None
+    if page is not None:
+        typer.echo(f"report: {page} (open it in a browser)")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from sono3d.commands._common import print_json
+from sono3d.commands.report import HTML_HELP, write_page
 from sono3d.errors import InputError
 from sono3d.heart.evaluate import evaluate_split, write_evaluation
 from sono3d.heart.predict import predict_files
@@ -54,9 +55,13 @@ def predict(
     run_dir: Path = typer.Argument(..., help="A trained S2MNet run folder."),
     views: Path = typer.Argument(..., help="views.npz with echo [2, 6, H, W] (ED, ES) or [6, H, W]; poses optional."),
     out_dir: Path = typer.Argument(..., help="Output folder for heart_ed.vtp, heart_es.vtp and report.json."),
+    html: bool = typer.Option(True, "--html/--no-html", help=HTML_HELP),
 ) -> None:
     """Predict the heart mesh(es), LV volumes and EF from six echo views."""
-    print_json(predict_files(run_dir, views, out_dir))
+    rep = predict_files(run_dir, views, out_dir)
+    if html:
+        rep["html"] = write_page(out_dir, views=views)
+    print_json(rep)
 
 
 def evaluate(
@@ -67,6 +72,7 @@ def evaluate(
     baseline: Path = typer.Option(None, "--baseline", help="A voxel-baseline run folder to compare with."),
     resolution: int = typer.Option(128, "--resolution", help="Voxels per axis of the IoU grid."),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Write the Bland-Altman and IoU figures."),
+    html: bool = typer.Option(True, "--html/--no-html", help=HTML_HELP),
 ) -> None:
     """IoU@128³, vertex MSE, Chamfer/Hausdorff, LV volumes, EF error and correlation on a split."""
     if resolution < 8 or resolution > 512:
@@ -80,4 +86,6 @@ def evaluate(
     summary = {k: rep.get(k) for k in keys}
     if "baseline" in rep:
         summary["baseline"] = {k: rep["baseline"].get(k) for k in keys if k in rep["baseline"]}
+    if html:
+        summary["html"] = write_page(out_dir)
     print_json(summary)

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from sono3d.commands.report import HTML_HELP, write_page
 from sono3d.errors import InputError
 from sono3d.sweep.export import reconstruct_to_folder, render_to_sweep
 from sono3d.sweep.reconstruct import ReconstructConfig
@@ -46,6 +47,7 @@ def reconstruct(
     plus_config: Optional[Path] = typer.Option(None, "--plus-config", help="PLUS configuration XML."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    html: bool = typer.Option(True, "--html/--no-html", help=HTML_HELP),
 ) -> None:
     """Reconstruct a 3D volume from a sweep with 3D Gaussians (slices to structures)."""
     config = ReconstructConfig.preset(
@@ -68,6 +70,9 @@ def reconstruct(
         typer.echo(f"volume: psnr={v['psnr']:.4g} ncc={v['ncc']:.4g} dice={v['dice']:.4g}")
     typer.echo(f"{report['gaussians']} Gaussians, {report['epochs']} epochs, {report['seconds']:.1f} s "
                f"({report['backend']}); wrote {out_dir}")
+    page = write_page(out_dir, truth=truth) if html else None
+    if page is not None:
+        typer.echo(f"report: {page}")
 
 
 def render(

@@ -1,0 +1,152 @@
+"""Report pages in a real browser: headless Chromium opens each kind of page from ``file://``.
+
+Each page must draw without a console error, its 3D view must hold drawn pixels, a slider must move
+what it controls (the pixels change), and a screenshot is written (to ``$SONO3D_SCREENSHOTS`` when
+set, else a temporary folder). Skipped, with the reason, where Playwright or Chromium is missing
+(``make test`` installs Debian's ``chromium`` when it can).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sono3d.report import build_report
+from sono3d.report.browser import headless_chromium, open_page, why_unavailable
+
+from report_results import (compare_result, heart_evaluate_result, heart_predict_result, sweep_result)
+
+pytestmark = pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable()))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with headless_chromium() as b:
+        page = b.new_page()
+        webgl = page.evaluate("!!document.createElement('canvas').getContext('webgl')")
+        page.close()
+        if not webgl:
+            pytest.skip("this Chromium has no WebGL (software rendering unavailable)")
+        yield b
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pages")
+    pred, views = heart_predict_result(root / "pred", {"per_view": [0.2] * 6, "score": 0.2, "in_distribution": True,
+                                                        "view_order_ok": True})
+    return {
+        "sweep-reconstruct": build_report(sweep_result(root / "recon")),
+        "demo": build_report(sweep_result(root / "demo", demo=True)),
+        "sweep-compare": build_report(compare_result(root / "compare")),
+        "heart-predict": build_report(pred, views=views),
+        "heart-evaluate": build_report(heart_evaluate_result(root / "eval")),
+    }
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("SONO3D_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+
+def _coloured_fraction(img: np.ndarray) -> float:
+    """Share of clearly coloured pixels (surfaces, points), as opposed to white, grey and black."""
+    return float(((img.max(axis=2) - img.min(axis=2)) > 60).mean())
+
+
+def _changed_fraction(a: np.ndarray, b: np.ndarray) -> float:
+    return float((np.abs(a - b).max(axis=2) > 30).mean())
+
+
+def _settle(page) -> None:  # noqa: ANN001
+    """Let pending redraws (one per animation frame) reach the screen."""
+    page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    page.wait_for_timeout(150)
+
+
+def _open(browser, path: Path):  # noqa: ANN001, ANN202
+    loaded = open_page(browser, path)
+    loaded.page.evaluate("window.SONO3D.drawAll()")
+    _settle(loaded.page)
+    return loaded
+
+
+def _finish(loaded, shots: Path, name: str) -> None:  # noqa: ANN001
+    out = shots / f"{name}.png"
+    loaded.page.screenshot(path=str(out), full_page=True)
+    assert out.stat().st_size > 20_000
+    errors = loaded.console_errors + [f"plot: {e}" for e in loaded.page.evaluate("window.SONO3D.errors")]
+    assert errors == [], errors
+    loaded.close()
+
+
+def _slider(page, selector: str, value: int) -> None:  # noqa: ANN001
+    page.locator(selector).fill(str(value))
+    _settle(page)
+
+
+@pytest.mark.parametrize("kind", ["sweep-reconstruct", "demo", "sweep-compare"])
+def test_sweep_pages_draw_and_the_slider_moves_the_slice(browser, pages, shots, kind):
+    loaded = _open(browser, pages[kind])
+    page = loaded.page
+    scene = page.locator(".scene3d").first
+    before3d = _pixels(scene.screenshot())
+    if kind != "sweep-compare":  # the compare folder holds no reconstruction surface to colour the view
+        assert _coloured_fraction(before3d) > 0.005, "the 3D view shows no surface"
+    assert (before3d.min(axis=2) < 100).mean() > 0.01, "the 3D view shows no slice planes"
+    axial = page.locator("[id$='-axial']").first
+    before = _pixels(axial.screenshot())
+    label = page.locator("output[id$='-axial-out']").first.text_content()
+    rng = page.locator("input[id$='-axial-range']").first
+    _slider(page, "input[id$='-axial-range']", int(rng.get_attribute("max")) // 5)
+    assert page.locator("output[id$='-axial-out']").first.text_content() != label
+    assert _changed_fraction(before, _pixels(axial.screenshot())) > 0.005, "the slice did not change"
+    assert _changed_fraction(before3d, _pixels(scene.screenshot())) > 0.002, "the 3D plane did not move"
+    _finish(loaded, shots, kind)
+
+
+def test_heart_page_draws_the_mesh_and_switches_ed_es(browser, pages, shots):
+    loaded = _open(browser, pages["heart-predict"])
+    page = loaded.page
+    assert page.locator(".banner.ok").count() == 1
+    scene = page.locator(".scene3d").first
+    ed = _pixels(scene.screenshot())
+    assert _coloured_fraction(ed) > 0.02, "the heart is not drawn"
+    _slider(page, "input[id$='-range']", 1)
+    es = _pixels(scene.screenshot())
+    assert _changed_fraction(ed, es) > 0.005, "ED and ES look the same"
+    # A click on a legend entry hides that part.
+    page.locator(".legend .traces", has_text="RV").first.locator(".legendtoggle").click()
+    page.wait_for_timeout(600)  # plotly waits out its double-click delay (300 ms) before a single click
+    _settle(page)
+    assert _changed_fraction(es, _pixels(scene.screenshot())) > 0.01, "hiding the RV changed nothing"
+    assert page.locator("figure img").count() == 12
+    _finish(loaded, shots, "heart-predict")
+
+
+def test_evaluate_page_draws_and_sorts(browser, pages, shots):
+    loaded = _open(browser, pages["heart-evaluate"])
+    page = loaded.page
+    assert page.locator(".plot .boxlayer .trace").count() == 4
+    assert page.locator(".plot .scatterlayer .point").count() >= 16  # 8 cases, two methods
+    table = page.locator("table.sortable").first
+    col = table.locator("thead th", has_text="ef_true")
+    cells = table.locator("tbody tr td:nth-child(6)")
+    col.click()
+    up = [float(t) for t in cells.all_text_contents()]
+    col.click()
+    down = [float(t) for t in cells.all_text_contents()]
+    assert up == sorted(up) and down == sorted(up, reverse=True) and up != down
+    _finish(loaded, shots, "heart-evaluate")
