@@ -73,20 +73,27 @@ def test_large_volume_is_downsampled_with_a_note_not_refused(results, tmp_path):
     text = build_report(results["sweep reconstruct"], tmp_path / "p.html", max_voxels=10_000).read_text()
     (vol,) = _payloads(text, "volume")
     assert np.prod(vol["volume"]["shape"]) <= 10_000
-    assert "shown downsampled by 2 along each axis (20x20x20 voxels" in text
+    assert "shown resampled to" in text and "the file itself is at full resolution" in text
 
 
-def test_block_downsampling_keeps_voxel_centres_in_place():
+def test_resampling_keeps_the_volume_in_place():
     aff = np.array([[0.5, 0, 0, 10], [0, 0.7, 0, -3], [0, 0, 0.9, 2], [0, 0, 0, 1.0]])
     arr = np.random.default_rng(0).random((9, 7, 8)).astype(np.float32)
+    # Less than twice too large: trilinear, corner voxel centres kept.
     vd = volume_data(Volume(arr, aff), max_voxels=100)
-    s = vd.stride
-    assert s == 2 and vd.levels.shape == (5, 4, 4) and "downsampled by 2" in vd.note
-    # Block (0, 0, 0) averages voxels 0..s-1 on each axis: its centre is their mean position.
-    centre = aff @ np.array([(s - 1) / 2] * 3 + [1.0])
-    assert np.allclose(vd.affine @ np.array([0, 0, 0, 1.0]), centre)
-    block = arr[:2, :2, :2].mean()
-    assert vd.levels[0, 0, 0] == round((block - vd.vmin) / (vd.vmax - vd.vmin) * 255)
+    X, Y, Z = vd.levels.shape
+    assert X * Y * Z <= 100 and (X, Y, Z) == (5, 4, 4) and "resampled to 5x4x4 voxels" in vd.note
+    assert np.allclose(vd.affine @ [0, 0, 0, 1], aff @ [0, 0, 0, 1])
+    assert np.allclose(vd.affine @ [X - 1, Y - 1, Z - 1, 1], aff @ [8, 6, 7, 1])
+    q = lambda v: round((v - vd.vmin) / (vd.vmax - vd.vmin) * 255)  # noqa: E731
+    assert vd.levels[0, 0, 0] == q(arr[0, 0, 0]) and vd.levels[-1, -1, -1] == q(arr[-1, -1, -1])
+    # Four times too large along each axis: 4x4x4 block means, a block's centre at its voxels' mean.
+    big = np.random.default_rng(1).random((40, 40, 40)).astype(np.float32)
+    vd = volume_data(Volume(big, aff), max_voxels=1000)
+    assert vd.levels.shape == (10, 10, 10)
+    assert np.allclose(vd.affine @ [0, 0, 0, 1], aff @ [1.5, 1.5, 1.5, 1])
+    assert vd.levels[0, 0, 0] == round((big[:4, :4, :4].mean() - vd.vmin) / (vd.vmax - vd.vmin) * 255)
+    assert volume_data(Volume(big, aff)).note is None
 
 
 def test_isosurface_lies_on_the_level_in_world_mm():

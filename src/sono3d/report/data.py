@@ -78,31 +78,29 @@ class VolumeData:
     levels : ndarray, shape (X, Y, Z), uint8
         ``round(255 (clip(v, vmin, vmax) - vmin) / (vmax - vmin))``, indexed ``[i, j, k]``.
     affine : ndarray, shape (4, 4)
-        Voxel index ``(i, j, k, 1)`` of ``levels`` to RAS mm (already accounts for any stride).
+        Voxel index ``(i, j, k, 1)`` of ``levels`` to RAS mm (already accounts for any resampling).
     vmin, vmax : float
         Intensities of grey levels 0 and 255.
-    stride : int
-        Voxels of the file averaged into one voxel of ``levels`` along each axis (1: full resolution).
     source_shape : (int, int, int)
-        Shape of the volume as stored in the file.
+        Shape of the volume as stored in the file (``levels`` is smaller when it was resampled).
     """
 
     levels: np.ndarray
     affine: np.ndarray
     vmin: float
     vmax: float
-    stride: int
     source_shape: tuple[int, int, int]
 
     @property
     def note(self) -> str | None:
-        """A sentence for the page when the volume was downsampled, else ``None``."""
-        if self.stride == 1:
+        """A sentence for the page when the volume was resampled, else ``None``."""
+        if tuple(self.levels.shape) == tuple(self.source_shape):
             return None
         s = "x".join(str(v) for v in self.source_shape)
         d = "x".join(str(v) for v in self.levels.shape)
-        return (f"The volume ({s} voxels) is shown downsampled by {self.stride} along each axis ({d} voxels, "
-                f"block means) to keep this page small; the file itself is at full resolution.")
+        f = (np.prod(self.source_shape) / np.prod(self.levels.shape)) ** (1.0 / 3.0)
+        return (f"The volume ({s} voxels) is shown resampled to {d} voxels (about {f:.2g} times coarser along each "
+                f"axis) to keep this page small; the file itself is at full resolution.")
 
     def to_json(self) -> dict[str, Any]:
         """The page's volume record: shape, base64 grey levels, affine, intensity window, per-axis steps."""
@@ -131,32 +129,53 @@ def _block_mean(a: np.ndarray, s: int) -> np.ndarray:
     return a.reshape(X, s, Y, s, Z, s).mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
 
 
+def _fit(a: np.ndarray, affine: np.ndarray, max_voxels: int) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` with at most ``max_voxels`` voxels, and its affine.
+
+    Whole ``s x s x s`` block means first (no aliasing; ``s`` the integer part of the linear
+    factor), then trilinear resampling for the remaining factor below 2, corner voxel centres kept
+    (``scipy.ndimage.zoom``, ``grid_mode=False``): new index ``j`` lies at old index
+    ``j (m - 1) / (m' - 1)``.
+    """
+    from scipy.ndimage import zoom
+
+    n = int(np.prod(a.shape))
+    if n <= max_voxels:
+        return a, affine
+    f = (n / max_voxels) ** (1.0 / 3.0)
+    s = int(f + 1e-9) if f >= 2 - 1e-9 else 1  # (tolerance: a cube root of an exact cube)
+    if s > 1:
+        a = _block_mean(a, s)
+        # A block's centre lies (s - 1) / 2 voxels from its first voxel.
+        step = np.diag([s, s, s, 1.0])
+        step[:3, 3] = (s - 1) / 2.0
+        affine = affine @ step
+    target = [max(2, int(m * s / f + 1e-9)) for m in a.shape]
+    while math.prod(target) > max_voxels:
+        target[int(np.argmax(target))] -= 1
+    if tuple(target) != a.shape:
+        before = a.shape
+        a = zoom(a, [t / m for t, m in zip(target, before)], order=1, grid_mode=False, mode="nearest")
+        affine = affine @ np.diag([(m - 1) / (t - 1) for m, t in zip(before, a.shape)] + [1.0])
+    return a, affine
+
+
 def volume_data(volume: Volume, max_voxels: int = MAX_VOXELS) -> VolumeData:
-    """Quantise a volume to grey levels for the page, downsampling by whole blocks when it is too large.
+    """Quantise a volume to grey levels for the page, resampled coarser when it is too large.
 
     Parameters
     ----------
     volume : Volume
         Any scalar volume (mm, RAS affine).
     max_voxels : int
-        Largest number of voxels embedded; larger volumes are averaged over ``s^3`` blocks with the
-        smallest ``s`` that fits (never a failure).
+        Largest number of voxels embedded; larger volumes are shown resampled (block means, then
+        trilinear) to fit, never refused.
     """
     a = np.asarray(volume.array, dtype=np.float32)
     if a.ndim != 3 or min(a.shape) < 1:
         raise InputError(f"volume must be 3D, got shape {a.shape}")
     a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-    n = int(np.prod(a.shape))
-    stride = max(1, math.ceil((n / max(1, max_voxels)) ** (1.0 / 3.0) - 1e-9))
-    while stride > 1 and math.prod(math.ceil(v / stride) for v in a.shape) > max_voxels:
-        stride += 1
-    aff = np.asarray(volume.affine, dtype=np.float64)
-    if stride > 1:
-        a = _block_mean(a, stride)
-        # A block's centre lies (s - 1) / 2 voxels from its first voxel.
-        step = np.diag([stride, stride, stride, 1.0])
-        step[:3, 3] = (stride - 1) / 2.0
-        aff = aff @ step
+    a, aff = _fit(a, np.asarray(volume.affine, dtype=np.float64), max_voxels)
     # The window: from the lowest value to a high percentile, so a few bright voxels do not grey out
     # the rest (values above it show white).
     vmin = float(a.min())
@@ -164,7 +183,7 @@ def volume_data(volume: Volume, max_voxels: int = MAX_VOXELS) -> VolumeData:
     if not vmax > vmin:
         vmax = float(a.max()) if a.max() > vmin else vmin + 1.0
     levels = np.round((np.clip(a, vmin, vmax) - vmin) * (255.0 / (vmax - vmin))).astype(np.uint8)
-    return VolumeData(levels=levels, affine=aff, vmin=vmin, vmax=vmax, stride=stride,
+    return VolumeData(levels=levels, affine=aff, vmin=vmin, vmax=vmax,
                       source_shape=tuple(int(v) for v in volume.array.shape))  # type: ignore[arg-type]
 
 

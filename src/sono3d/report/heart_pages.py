@@ -162,7 +162,7 @@ def _mesh_section(page: Page, res: Result) -> None:
                                 flatshading=False, hovertemplate=f"{group}<extra></extra>",
                                 lighting={"ambient": 0.5, "diffuse": 0.8, "specular": 0.2, "roughness": 0.5}))
         seen.add(group)
-    axis = {"backgroundcolor": "#fbfbfc", "gridcolor": "#dde2ea"}
+    axis = {"backgroundcolor": "#fbfbfc", "gridcolor": "#dde2ea", "nticks": 5}
     frame = res.report.get("frame", "n/a")
     fig = go.Figure(traces)
     fig.update_layout(uirevision="keep", legend={"title": {"text": "parts (click to hide)"}},

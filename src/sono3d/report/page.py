@@ -134,7 +134,7 @@ class Page:
 
     def metrics(self, items: Iterable[tuple[str, Any, str]]) -> None:
         """Big-number cards: ``(label, value, unit)``."""
-        cards = "".join(f'<div class="card"><div class="value">{html.escape(fmt(v))}<small>{html.escape(u)}</small>'
+        cards = "".join(f'<div class="card"><div class="value">{html.escape(fmt(v, 3))}<small>{html.escape(u)}</small>'
                         f'</div><div class="label">{html.escape(k)}</div></div>' for k, v, u in items)
         self.add_html(f'<div class="cards">{cards}</div>')
 

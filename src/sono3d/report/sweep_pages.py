@@ -24,7 +24,8 @@ _COLOURS = {"reconstruction": "#e07a1f", "truth": "#1f9e89"}
 
 
 def _scene_layout() -> dict[str, Any]:
-    axis = {"backgroundcolor": "#fbfbfc", "gridcolor": "#dde2ea", "showbackground": True}
+    # Few ticks: plotly turns every 3D tick label into triangles, a visible share of the first draw.
+    axis = {"backgroundcolor": "#fbfbfc", "gridcolor": "#dde2ea", "showbackground": True, "nticks": 5}
     return {"scene": {"aspectmode": "data", "xaxis": {**axis, "title": {"text": "R (mm)"}},
                       "yaxis": {**axis, "title": {"text": "A (mm)"}}, "zaxis": {**axis, "title": {"text": "S (mm)"}}},
             "uirevision": "keep", "legend": {"itemsizing": "constant"}}

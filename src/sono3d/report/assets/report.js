@@ -49,9 +49,12 @@
       names.forEach(function (other) {
         var ov = VIEWS[other];
         if (other === name) return;
+        // Lines across the slice's own extent (voxel edges), in the plot's mm.
         var pos = axisCoord(ov.fixed, index[other]), line = {color: '#e4572e', width: 1};
-        if (ov.fixed === view.u) shapes.push({type: 'line', xref: 'x', yref: 'paper', x0: pos, x1: pos, y0: 0, y1: 1, line: line});
-        if (ov.fixed === view.v) shapes.push({type: 'line', xref: 'paper', yref: 'y', x0: 0, x1: 1, y0: pos, y1: pos, line: line});
+        var u0 = axisCoord(view.u, -0.5), u1 = axisCoord(view.u, shape[view.u] - 0.5);
+        var v0 = axisCoord(view.v, -0.5), v1 = axisCoord(view.v, shape[view.v] - 0.5);
+        if (ov.fixed === view.u) shapes.push({type: 'line', xref: 'x', yref: 'y', x0: pos, x1: pos, y0: v0, y1: v1, line: line});
+        if (ov.fixed === view.v) shapes.push({type: 'line', xref: 'x', yref: 'y', x0: u0, x1: u1, y0: pos, y1: pos, line: line});
       });
       return shapes;
     }
@@ -251,7 +254,7 @@
         items.forEach(function (it) { if (it.el === entry.target) now.push(it.draw()); });
       });
       if (first) { first = false; Promise.all(now).then(finish); }
-    }, {rootMargin: '200px'});
+    }, {rootMargin: '100px'});
     items.forEach(function (it) { observer.observe(it.el); });
     if (!items.length) finish();
   }
