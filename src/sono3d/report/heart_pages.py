@@ -173,26 +173,21 @@ def _mesh_section(page: Page, res: Result) -> None:
                                                     "end-systole (ES)." if len(phases) > 1 else "."))
     fid = page.figure(fig, height=620, css="plot scene3d")
     if len(phases) > 1:
-        same = all(sorted(parts[n]) == tags for n, _ in phases)
-        if not same:
+        if any(sorted(parts[n]) != tags for n, _ in phases):
             raise InputError(f"{res.folder}: heart_ed.vtp and heart_es.vtp have different parts")
-        records = {}
-        for n, _ in phases:
-            recs = []
-            for tag in tags:
-                s = parts[n][tag]
-                rec = {"x": b64(s.points[:, 0], "<f4"), "y": b64(s.points[:, 1], "<f4"), "z": b64(s.points[:, 2], "<f4")}
-                if s.faces.shape != first[tag].faces.shape or not np.array_equal(s.faces, first[tag].faces):
-                    rec.update({"i": b64(s.faces[:, 0], "<i4"), "j": b64(s.faces[:, 1], "<i4"),
-                                "k": b64(s.faces[:, 2], "<i4")})
-                recs.append(rec)
-            records[n] = recs
-        if any("i" in r for recs in records.values() for r in recs):  # give every phase its faces then
-            for n, _ in phases:
-                for tag, r in zip(tags, records[n]):
-                    f = parts[n][tag].faces
-                    r.update({"i": b64(f[:, 0], "<i4"), "j": b64(f[:, 1], "<i4"), "k": b64(f[:, 2], "<i4")})
+        # Predictions share the template's triangles, so only the vertices move; other meshes swap faces too.
+        same = all(np.array_equal(parts[n][t].faces, first[t].faces) for n, _ in phases for t in tags)
+        records = {n: [_geometry(parts[n][t], faces=not same) for t in tags] for n, _ in phases}
         page.phase_switcher(fid, list(range(len(tags))), records)
+
+
+def _geometry(surface, faces: bool) -> dict[str, str]:  # noqa: ANN001 - SurfaceData
+    """A phase of one trace for the page's switcher: base64 float32 ``x y z`` (and int32 ``i j k``)."""
+    p, f = surface.points, surface.faces
+    rec = {"x": b64(p[:, 0], "<f4"), "y": b64(p[:, 1], "<f4"), "z": b64(p[:, 2], "<f4")}
+    if faces:
+        rec.update({"i": b64(f[:, 0], "<i4"), "j": b64(f[:, 1], "<i4"), "k": b64(f[:, 2], "<i4")})
+    return rec
 
 
 def _predict_page(res: Result, views: str | Path | None) -> Page:

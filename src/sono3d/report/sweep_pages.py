@@ -88,7 +88,7 @@ def _volume_section(page: Page, res: Result, truth: Path | None, max_voxels: int
     lighting = {"ambient": 1.0, "diffuse": 0.0, "specular": 0.0, "roughness": 1.0, "fresnel": 0.0}
     traces = [go.Surface(x=[[0, 0], [0, 0]], y=[[0, 0], [0, 0]], z=[[0, 0], [0, 0]], surfacecolor=[[0, 0], [0, 0]],
                          colorscale=[[0, "#000"], [1, "#fff"]], cmin=vd.vmin, cmax=vd.vmax, showscale=False,
-                         name=f"{name} slice", showlegend=True, lighting=lighting, hoverinfo="skip", opacity=0.55)
+                         name=f"{name} slice", showlegend=True, lighting=lighting, hoverinfo="skip", opacity=0.4)
               for name in ("axial", "coronal", "sagittal")]
     if level is None:
         level = vd.vmin + 0.5 * (vd.vmax - vd.vmin)
@@ -157,6 +157,16 @@ def _timings(page: Page, rep: dict[str, Any]) -> None:
     page.figure(fig, height=60 + 28 * len(names))
 
 
+def _files_sections(page: Page, res: Result, truth: Path | None, max_voxels: int) -> Page:
+    """What every sweep folder may hold: the volume, the Gaussians, the pictures, timings, report.json."""
+    _volume_section(page, res, truth, max_voxels)
+    _gaussians_section(page, res)
+    _pictures(page, res)
+    _timings(page, res.report)
+    page.details("full report.json (with the configuration)", json.dumps(res.report, indent=1))
+    return page
+
+
 def _reconstruction_page(res: Result, truth: Path | None, max_voxels: int) -> Page:
     rep = res.report
     demo = res.kind == "demo"
@@ -179,12 +189,7 @@ def _reconstruction_page(res: Result, truth: Path | None, max_voxels: int) -> Pa
     if vol:
         page.table(["against the truth", "PSNR (dB)", "NCC", "Dice", "threshold"],
                    [["volume.nii.gz", vol.get("psnr"), vol.get("ncc"), vol.get("dice"), vol.get("threshold")]])
-    _volume_section(page, res, truth, max_voxels)
-    _gaussians_section(page, res)
-    _pictures(page, res)
-    _timings(page, rep)
-    page.details("configuration and full report.json", json.dumps(rep, indent=1))
-    return page
+    return _files_sections(page, res, truth, max_voxels)
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -235,12 +240,7 @@ def _compare_page(res: Result, truth: Path | None, max_voxels: int) -> Page:
             fig.update_layout(xaxis_title=index_key or "held-out frame", yaxis_title=shown[0].split(".")[-1])
             page.figure(fig, height=340)
         page.table(cols, [[f.get(k) for k in cols] for f in frames], sortable=True)
-    _volume_section(page, res, truth, max_voxels)
-    _gaussians_section(page, res)
-    _pictures(page, res)
-    _timings(page, rep)
-    page.details("full report.json", json.dumps(rep, indent=1))
-    return page
+    return _files_sections(page, res, truth, max_voxels)
 
 
 def sweep_page(res: Result, truth: str | Path | None = None, max_voxels: int = MAX_VOXELS) -> Page:

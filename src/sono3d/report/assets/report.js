@@ -31,7 +31,7 @@
     var vol = spec.volume, shape = vol.shape, data = bytes(vol.data);
     var strides = [shape[1] * shape[2], shape[2], 1];
     var scale = (vol.vmax - vol.vmin) / 255, A = vol.affine;
-    var names = Object.keys(VIEWS), index = {}, pending = {};
+    var names = Object.keys(VIEWS), index = {}, pending = {}, drawn = false;
 
     function slice(view, at, step) {
       var nu = shape[view.u], nv = shape[view.v], su = strides[view.u], sv = strides[view.v];
@@ -85,8 +85,11 @@
     }
     function update(name) {
       label(name);
-      var jobs = [Plotly.restyle(id + '-' + name, {z: [slice(VIEWS[name], index[name], 1)]}, [0])];
-      names.forEach(function (other) { jobs.push(Plotly.relayout(id + '-' + other, {shapes: crosshair(other)})); });
+      var jobs = [];
+      if (drawn) {
+        jobs.push(Plotly.restyle(id + '-' + name, {z: [slice(VIEWS[name], index[name], 1)]}, [0]));
+        names.forEach(function (other) { jobs.push(Plotly.relayout(id + '-' + other, {shapes: crosshair(other)})); });
+      }
       if (spec.scene) {
         var p = plane(name), n = spec.planes[names.indexOf(name)];
         if (drawnFigures[spec.scene]) {
@@ -100,14 +103,6 @@
     function draw() {
       return Promise.all(names.map(function (name) {
         var view = VIEWS[name], au = vol.axes[view.u], av = vol.axes[view.v];
-        var input = document.getElementById(id + '-' + name + '-range');
-        input.addEventListener('input', function () {
-          index[name] = parseInt(input.value, 10);
-          if (pending[name]) return;  // one redraw per animation frame while dragging
-          pending[name] = true;
-          requestAnimationFrame(function () { pending[name] = false; update(name); });
-        });
-        label(name);
         var trace = {type: 'heatmap', z: slice(view, index[name], 1), x0: au.start, dx: au.step, y0: av.start,
           dy: av.step, colorscale: GREY, zmin: vol.vmin, zmax: vol.vmax,
           showscale: name === 'sagittal',
@@ -117,11 +112,20 @@
           yaxis: {title: {text: av.title}, scaleanchor: 'x', constrain: 'domain'},
           shapes: crosshair(name), plot_bgcolor: '#000'};
         return Plotly.newPlot(id + '-' + name, [trace], layout, CONFIG);
-      }));
+      })).then(function () { drawn = true; });
     }
 
+    // Sliders work before the slices are drawn (the page draws plots as they come into view).
     names.forEach(function (name) {
-      index[name] = parseInt(document.getElementById(id + '-' + name + '-range').value, 10);
+      var input = document.getElementById(id + '-' + name + '-range');
+      index[name] = parseInt(input.value, 10);
+      label(name);
+      input.addEventListener('input', function () {
+        index[name] = parseInt(input.value, 10);
+        if (pending[name]) return;  // one redraw per animation frame while dragging
+        pending[name] = true;
+        requestAnimationFrame(function () { pending[name] = false; update(name); });
+      });
     });
     return {planes: names.map(plane), draw: draw};
   }
@@ -152,7 +156,8 @@
         show(parseInt(input.value, 10));
       }, 700);
     });
-    return Promise.resolve();
+    // The slider may have moved before the figure was drawn.
+    return parseInt(input.value, 10) ? show(parseInt(input.value, 10)) : Promise.resolve();
   }
 
   /* ---- sortable tables ---------------------------------------------------------------------- */
