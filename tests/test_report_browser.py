@@ -76,8 +76,10 @@ def _settle(page) -> None:  # noqa: ANN001
     page.wait_for_timeout(150)
 
 
-def _open(browser, path: Path):  # noqa: ANN001, ANN202
+def _open(browser, path: Path, before_drawing=None):  # noqa: ANN001, ANN202
     loaded = open_page(browser, path)
+    if before_drawing is not None:  # plots below the first screen are not drawn yet
+        before_drawing(loaded.page)
     loaded.page.evaluate("window.SONO3D.drawAll()")
     _settle(loaded.page)
     return loaded
@@ -99,8 +101,18 @@ def _slider(page, selector: str, value: int) -> None:  # noqa: ANN001
 
 @pytest.mark.parametrize("kind", ["sweep-reconstruct", "demo", "sweep-compare"])
 def test_sweep_pages_draw_and_the_slider_moves_the_slice(browser, pages, shots, kind):
-    loaded = _open(browser, pages[kind])
+    def move_coronal(page):  # noqa: ANN001 - a slider moved before its slices are drawn still counts
+        rng = page.locator("input[id$='-coronal-range']").first
+        rng.fill(str(int(rng.get_attribute("max")) // 3))
+
+    loaded = _open(browser, pages[kind], move_coronal)
     page = loaded.page
+    label = page.locator("output[id$='-coronal-out']").first.text_content()
+    moved = int(page.locator("input[id$='-coronal-range']").first.get_attribute("max")) // 3
+    assert label.startswith(f"{moved} / "), label
+    mm = float(label.split("(")[1].split()[0])
+    lines = page.evaluate("document.querySelector(\"[id$='-axial']\").layout.shapes.map(s => s.y0)")
+    assert any(abs(y - mm) < 1e-6 for y in lines), (label, lines)  # the axial view's crosshair follows it
     scene = page.locator(".scene3d").first
     before3d = _pixels(scene.screenshot())
     if kind != "sweep-compare":  # the compare folder holds no reconstruction surface to colour the view
