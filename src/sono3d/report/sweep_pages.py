@@ -82,9 +82,13 @@ def _volume_section(page: Page, res: Result, truth: Path | None, max_voxels: int
     if vd.note:
         page.note(vd.note)
     level = _level(res.report)
+    # Both surfaces opaque: where the truth lies outside the reconstruction it shows green, where the
+    # reconstruction bulges out it shows orange (and a transparent mesh costs a second of software
+    # WebGL on the first screen).
     page.section("Volume", "volume.nii.gz: drag a slider to move its slice; the same planes move in the 3D view. "
                  "Orange: the reconstruction's surface" + (f" at grey level {fmt(level, 3)}" if level is not None else "")
-                 + ("; green: the truth's surface at the same level" if truth is not None else "") + ".")
+                 + ("; green: the truth's surface at the same level, showing where the truth lies outside the "
+                    "reconstruction (click a legend entry to hide a surface)" if truth is not None else "") + ".")
     lighting = {"ambient": 1.0, "diffuse": 0.0, "specular": 0.0, "roughness": 1.0, "fresnel": 0.0}
     traces = [go.Surface(x=[[0, 0], [0, 0]], y=[[0, 0], [0, 0]], z=[[0, 0], [0, 0]], surfacecolor=[[0, 0], [0, 0]],
                          colorscale=[[0, "#000"], [1, "#fff"]], cmin=vd.vmin, cmax=vd.vmax, showscale=False,
@@ -101,7 +105,7 @@ def _volume_section(page: Page, res: Result, truth: Path | None, max_voxels: int
     if truth is not None:
         tsurf = isosurface(read_volume(truth), level)
         if tsurf is not None:
-            traces.append(_surface_trace(tsurf, f"truth > {fmt(level, 3)}", _COLOURS["truth"], 0.35))
+            traces.append(_surface_trace(tsurf, f"truth > {fmt(level, 3)}", _COLOURS["truth"], 1.0))
     fig = go.Figure(traces, layout=_scene_layout())
     page.add_html('<div class="row"><div>')
     scene = page.figure(fig, height=560, css="plot scene3d")
