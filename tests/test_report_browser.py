@@ -77,7 +77,7 @@ def _settle(page) -> None:  # noqa: ANN001
 
 
 def _open(browser, path: Path, before_drawing=None):  # noqa: ANN001, ANN202
-    loaded = open_page(browser, path)
+    loaded = open_page(browser, path, width=1024, height=720)  # fewer pixels for software WebGL
     if before_drawing is not None:  # plots below the first screen are not drawn yet
         before_drawing(loaded.page)
     loaded.page.evaluate("window.SONO3D.drawAll()")
