@@ -39,7 +39,7 @@ def test_predict_writes_meshes_and_volumes(runs, tmp_path):
     res = runner.invoke(app, ["heart", "predict", str(runs["s2mnet"]), str(views), str(tmp_path / "p")])
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "p" / "report.json").read_text())
-    assert rep["frame"] == "world"
+    assert rep["frame"] == "world" and rep["views"] == str(views)  # recorded for a later `sono3d report`
     assert rep["lv_edv_ml"] > 0 and rep["lv_esv_ml"] > 0
     assert rep["ef"] == pytest.approx((rep["lv_edv_ml"] - rep["lv_esv_ml"]) / rep["lv_edv_ml"] * 100)
     from sono3d.heart.strain import global_strains_pct, read_template_points

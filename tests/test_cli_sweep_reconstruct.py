@@ -60,6 +60,7 @@ def test_reconstruct_writes_everything(files, tmp_path):
     assert rep["epochs"] == 2 and rep["gaussians"] == 8 * 10 and rep["seconds"] > 0
     assert rep["config"]["seed"] == 3 and rep["config"]["preset"] == "small"
     assert set(rep["volume"]) >= {"psnr", "ncc", "dice"}
+    assert rep["truth"] == str(files / "truth.nii.gz")  # recorded for a later `sono3d report`
     img = nib.load(out / "volume.nii.gz")
     assert np.allclose(img.affine, rep["volume_grid"]["affine"], atol=1e-5)
     assert list(img.shape) == rep["volume_grid"]["shape"]

@@ -63,7 +63,8 @@ def predict_files(run_dir: str | os.PathLike[str], views_path: str | os.PathLike
 
     ``report.json`` holds ``lv_edv_ml`` (and ``lv_esv_ml``, ``ef`` in percent, ``gls_pct`` and
     ``gcs_pct`` (:mod:`sono3d.heart.strain`; null for a template of another vertex order) when both
-    phases are given), ``frame`` (``world`` or ``echo``), ``seconds`` and the files written. Everything is
+    phases are given), ``frame`` (``world`` or ``echo``), ``seconds``, ``views`` (the views file's
+    path as given, so ``sono3d report`` finds it later) and the files written. Everything is
     computed before anything is written, so a failure leaves no partial output.
     """
     run = load_run(run_dir, expect_kind="s2mnet")
@@ -77,7 +78,8 @@ def predict_files(run_dir: str | os.PathLike[str], views_path: str | os.PathLike
     vols = [lv_volumes_from_points(run.template, pts[p]) for p in range(len(pts))]
     seconds = time.perf_counter() - t0
     report: dict[str, Any] = {"lv_edv_ml": vols[0], "frame": frame, "epoch": run.epoch,
-                              "seconds": seconds, "seconds_per_phase": seconds / len(pts)}
+                              "seconds": seconds, "seconds_per_phase": seconds / len(pts),
+                              "views": os.fspath(views_path)}
     if len(pts) == 2:
         report["lv_esv_ml"] = vols[1]
         report["ef"] = ejection_fraction(vols[0], vols[1])

@@ -117,7 +117,8 @@ def reconstruct_to_folder(
     config : ReconstructConfig, optional
         Defaults to the ``fast`` preset.
     truth_path : path-like, optional
-        Ground-truth volume in the sweep's world frame (adds ``volume`` metrics).
+        Ground-truth volume in the sweep's world frame (adds ``volume`` metrics; its path, as given,
+        is recorded as ``truth`` so that ``sono3d report`` finds it later).
     plus_config : path-like, optional
         PLUS configuration: calibration for the reader, and its clip rectangle / fan restrict the
         pixels the loss and the metrics count.
@@ -163,6 +164,8 @@ def reconstruct_to_folder(
     report["outputs"] = {k: str(v) for k, v in files.items()} | {"report": str(out / "report.json")}
     report["sweep"] = {"path": str(sweep_path), "frames": sweep.n_frames, "shape": list(sweep.shape),
                        "spacing_mm": list(sweep.spacing_mm)}
+    if truth_path is not None:
+        report["truth"] = os.fspath(truth_path)
     write_report(out / "report.json", report)
     return report
 
