@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from sono3d.demo import demo_comparison
 from sono3d.report import build_report
 from sono3d.report.browser import headless_chromium, open_page, why_unavailable
 from sono3d.report.page import Page
@@ -50,8 +51,6 @@ def main() -> None:
         folder = args.result
         demo_s = None
         if folder is None:
-            from sono3d.sweep.evaluate import demo_comparison
-
             folder = root / "demo"
             t = time.perf_counter()
             demo_comparison(folder, progress=False)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from sono3d.io import write_volume
+from sono3d.phantoms.heart import heart_mesh, heart_phases, sample_shape
+from sono3d.sweep.gaussians import Gaussians, save_ply
 from sono3d.types import Volume
 
 
@@ -37,8 +39,6 @@ def _png(path: Path, seed: int = 0) -> Path:
 
 def _gaussians(path: Path, n: int = 300, seed: int = 0) -> Path:
     import torch
-
-    from sono3d.sweep.gaussians import Gaussians, save_ply
 
     rng = np.random.default_rng(seed)
     t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
@@ -89,8 +89,6 @@ def compare_result(folder: Path) -> Path:
 
 def heart_predict_result(folder: Path, input_check: dict | None = None) -> tuple[Path, Path]:
     """A ``heart predict`` folder (ED and ES meshes of a generated heart) and a views file beside it."""
-    from sono3d.phantoms.heart import heart_mesh, heart_phases, sample_shape
-
     folder.mkdir(parents=True, exist_ok=True)
     phases = heart_phases(sample_shape(np.random.default_rng(3)))
     for name, ph in phases.items():

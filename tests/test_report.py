@@ -148,6 +148,15 @@ def test_heart_page_shows_a_failed_input_check_prominently_and_the_views(results
     assert "LV myocardium" in legend and legend.count("valves") == 1
 
 
+def test_heart_page_finds_the_views_its_report_names(tmp_path, monkeypatch):
+    folder, views = heart_predict_result(tmp_path / "p")
+    assert build_report(folder).read_text().count('<img src="data:image/png') == 0
+    monkeypatch.chdir(tmp_path)  # `heart predict` records the path as given: here relative to where it ran
+    rep = json.loads((folder / "report.json").read_text())
+    (folder / "report.json").write_text(json.dumps({**rep, "views": views.name}))
+    assert build_report(folder).read_text().count('<img src="data:image/png') == 12
+
+
 def test_heart_page_without_input_check_says_so(tmp_path):
     folder, _ = heart_predict_result(tmp_path / "p")
     text = build_report(folder).read_text()

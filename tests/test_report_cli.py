@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from sono3d import demo as demo_module
 from sono3d.cli import app
+from sono3d.commands import heart_s2mnet
 from sono3d.io import write_sweep, write_volume
 from sono3d.simulate.slicing import sample_planes
 from sono3d.sweep.poses import fan_prior_poses
@@ -24,35 +28,40 @@ def _page_kind(path) -> str:  # noqa: ANN001
     return text.split('<p class="meta">', 1)[1].split(" &middot;", 1)[0]
 
 
-def test_sweep_reconstruct_writes_its_page_with_the_truth(tmp_path):
+def test_sweep_reconstruct_writes_its_page_with_the_truth(tmp_path, monkeypatch):
     vol = ellipsoid_volume(24, spacing=0.5)
     vol.affine[:3, 3] = [-6, -6, -14]
     P = fan_prior_poses(10, (24, 24), (0.5, 0.5), 60.0)
     write_sweep(tmp_path / "sweep.seq.nrrd", Sweep(sample_planes(vol, P, (24, 24)), P, (0.5, 0.5)))
-    write_volume(tmp_path / "truth.nii.gz", vol)
-    args = ["sweep", "reconstruct", str(tmp_path / "sweep.seq.nrrd"), "--preset", "small", "--epochs", "1",
-            "--gaussians-per-slice", "10", "--truth", str(tmp_path / "truth.nii.gz"), "--quiet"]
-    res = runner.invoke(app, [*args[:3], str(tmp_path / "out"), *args[3:]])
+    write_volume(tmp_path / "gt.nii.gz", vol)  # not truth.nii.gz, which a page would find in the folder anyway
+    monkeypatch.chdir(tmp_path)  # relative paths, as a user types them
+    args = ["sweep", "reconstruct", "sweep.seq.nrrd", "--preset", "small", "--epochs", "1",
+            "--gaussians-per-slice", "10", "--truth", "gt.nii.gz", "--quiet"]
+    res = runner.invoke(app, [*args[:3], "out", *args[3:]])
     assert res.exit_code == 0, res.output
-    page = tmp_path / "out" / "report.html"
+    page = Path("out", "report.html")
     assert res.output.strip().splitlines()[-1] == f"report: {page}"
     assert _page_kind(page) == "sweep reconstruct"
     assert '"name":"truth' in page.read_text()  # the truth's surface is drawn
-    res = runner.invoke(app, [*args[:3], str(tmp_path / "bare"), *args[3:], "--no-html"])
+    # report.json names the truth, so a later `sono3d report` draws it without --truth
+    assert json.loads(Path("out", "report.json").read_text())["truth"] == "gt.nii.gz"
+    page.unlink()
+    res = runner.invoke(app, ["report", "out"])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "bare" / "volume.nii.gz").is_file() and not (tmp_path / "bare" / "report.html").exists()
+    assert '"name":"truth' in page.read_text()
+    res = runner.invoke(app, [*args[:3], "bare", *args[3:], "--no-html"])
+    assert res.exit_code == 0, res.output
+    assert Path("bare", "volume.nii.gz").is_file() and not Path("bare", "report.html").exists()
     assert "report:" not in res.output
 
 
 def test_demo_ends_with_the_path_of_its_page(tmp_path, monkeypatch):
-    import sono3d.sweep.evaluate as ev
-
     def fake(out_dir, seed=0, progress=True, **_):  # a demo folder without the minute of training
         sweep_result(out_dir, demo=True)
         rep = json.loads((out_dir / "report.json").read_text())
         return {**rep, "outputs": {"volume": str(out_dir / "volume.nii.gz")}}
 
-    monkeypatch.setattr(ev, "demo_comparison", fake)
+    monkeypatch.setattr(demo_module, "demo_comparison", fake)
     res = runner.invoke(app, ["demo", "--out", str(tmp_path), "--quiet"])
     assert res.exit_code == 0, res.output
     assert res.output.strip().splitlines()[-1].startswith(f"report: {tmp_path / 'report.html'}")
@@ -65,19 +74,21 @@ def test_demo_ends_with_the_path_of_its_page(tmp_path, monkeypatch):
 @pytest.fixture
 def fake_heart(monkeypatch, tmp_path):
     """``heart predict`` / ``heart evaluate`` whose engines write ready-made result folders."""
-    import sono3d.heart.evaluate as hev
-    import sono3d.heart.predict as hpr
 
     def predict_files(run_dir, views, out_dir):
         heart_predict_result(out_dir)
         return json.loads((out_dir / "report.json").read_text())
 
-    def evaluate_run(run_dir, cohort_dir, out_dir, **_):
-        heart_evaluate_result(out_dir)
-        return json.loads((out_dir / "report.json").read_text())
+    def evaluate_split(run_dir, cohort_dir, **_):
+        return SimpleNamespace(rows=[], report=None)
 
-    monkeypatch.setattr(hpr, "predict_files", predict_files)
-    monkeypatch.setattr(hev, "evaluate_run", evaluate_run)
+    def write_evaluation(evaluation, out_dir):
+        heart_evaluate_result(out_dir)
+        evaluation.report = json.loads((out_dir / "report.json").read_text())
+
+    monkeypatch.setattr(heart_s2mnet, "predict_files", predict_files)
+    monkeypatch.setattr(heart_s2mnet, "evaluate_split", evaluate_split)
+    monkeypatch.setattr(heart_s2mnet, "write_evaluation", write_evaluation)
     views = tmp_path / "views.npz"
     np.savez(views, echo=np.random.default_rng(0).random((2, 6, 16, 16)).astype(np.float32))
     return views
@@ -90,7 +101,7 @@ def test_heart_verbs_name_their_page_in_their_json(fake_heart, tmp_path):
     assert out["html"] == str(tmp_path / "p" / "report.html") and _page_kind(tmp_path / "p" / "report.html") == \
         "heart predict"
     assert tmp_path.joinpath("p", "report.html").read_text().count('<img src="data:image/png') == 12  # the views
-    res = runner.invoke(app, ["heart", "evaluate", str(tmp_path), str(tmp_path), str(tmp_path / "e")])
+    res = runner.invoke(app, ["heart", "evaluate", str(tmp_path), str(tmp_path), str(tmp_path / "e"), "--no-figures"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
     assert _page_kind(tmp_path / "e" / "report.html") == "heart evaluate" and out["html"].endswith("report.html")

@@ -11,6 +11,9 @@ from typing import Optional
 
 import typer
 
+from sono3d.errors import InputError, SonoError
+from sono3d.report import MAX_VOXELS, build_report
+
 HTML_HELP = "Also write report.html: one page with the 3D view and the figures, opened from disk (--no-html: skip)."
 
 
@@ -26,9 +29,6 @@ def report(
                                              "(default 4,000,000 voxels)."),
 ) -> None:
     """Write one self-contained HTML page (3D view, slices, figures) of a result folder; opens from disk."""
-    from sono3d.errors import InputError
-    from sono3d.report import MAX_VOXELS, build_report
-
     if max_voxels is not None and max_voxels < 1000:
         raise InputError(f"--max-voxels must be at least 1000, got {max_voxels}")
     for name, path in (("--views", views), ("--truth", truth)):
@@ -45,9 +45,6 @@ def write_page(out_dir: Path, **hints: Optional[Path]) -> Optional[Path]:
     The verb's own outputs are already written when this runs, so a problem with the page (an
     unreadable picture, say) must not turn a finished run into an error.
     """
-    from sono3d.errors import SonoError
-    from sono3d.report import build_report
-
     try:
         return build_report(out_dir, **hints)
     except SonoError as exc:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from sono3d.report.data import MAX_VOXELS
 from sono3d.report.detect import KINDS, Result, detect
+from sono3d.report.heart_pages import heart_page
+from sono3d.report.sweep_pages import sweep_page
 
 __all__ = ["build_report", "detect", "KINDS", "Result", "MAX_VOXELS"]
 
@@ -43,9 +45,6 @@ def build_report(result_dir: str | Path, out: str | Path | None = None, *, views
     InputError
         The folder holds no known result, or one of its files cannot be read.
     """
-    from sono3d.report.heart_pages import heart_page
-    from sono3d.report.sweep_pages import sweep_page
-
     res = detect(result_dir)
     if res.kind.startswith("heart"):
         page = heart_page(res, views=views)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from sono3d.errors import InputError
+from sono3d.geometry.mesh import triangles
 from sono3d.types import Volume
 
 __all__ = [
@@ -203,8 +204,6 @@ class SurfaceData:
 
 
 def _surface_of(poly, max_triangles: int) -> SurfaceData:  # noqa: ANN001 - pyvista.PolyData
-    from sono3d.geometry.mesh import triangles
-
     poly = poly.triangulate()
     n = int(poly.n_cells)
     if n > max_triangles:
@@ -239,8 +238,6 @@ def mesh_label_parts(mesh, label_array: str = "elemTag") -> dict[int, SurfaceDat
     Each part keeps only the vertices its triangles use, in the mesh's vertex order, so two meshes
     with the same topology (ED and ES of one prediction) give parts whose vertices correspond.
     """
-    from sono3d.geometry.mesh import triangles
-
     tri = mesh if mesh.is_all_triangles else mesh.triangulate()
     faces = triangles(tri)
     pts = np.asarray(tri.points, dtype=np.float64)

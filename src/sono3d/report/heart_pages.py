@@ -24,6 +24,7 @@ from sono3d.phantoms.heart import ELEM_TAGS
 from sono3d.report.data import b64, image_file_data_uri, mesh_label_parts, png_data_uri
 from sono3d.report.detect import Result, find_file
 from sono3d.report.page import Page, fmt
+from sono3d.viz.heart import label_colormap
 
 __all__ = ["heart_page", "PART_GROUPS"]
 
@@ -39,8 +40,6 @@ _METHOD_COLOURS = {"S2MNet": "#d1495b", "baseline": "#00798c"}
 
 
 def _label_colour(tag: int) -> str:
-    from sono3d.viz.heart import label_colormap
-
     r, g, b = (int(round(255 * c)) for c in label_colormap().colors[int(tag) % 32][:3])
     return f"rgb({r},{g},{b})"
 
