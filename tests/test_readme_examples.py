@@ -81,6 +81,12 @@ def _info_printed(args: list[str], output: str) -> None:
     assert res["kind"] == "sweep" and res["frames"] > 0, res
 
 
+def _report_printed(args: list[str], output: str) -> None:
+    page = args[1] if len(args) > 1 else f"{args[0]}/report.html"
+    assert output.strip().splitlines()[-1] == page, output
+    assert Path(page).read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
 # Options that take no value (everything else in an example takes one).
 FLAGS = {"--fill-holes", "--no-fill-holes", "--json", "--quiet", "--no-progress", "--no-3d", "--resume", "--recompute",
          "--density-control", "--no-density-control", "--refine-poses", "--no-refine-poses", "--no-figures"}
@@ -92,7 +98,7 @@ HOW: dict[str, How] = {
     "sweep compound": How(outputs=lambda a: [a[1]]),
     "sweep reconstruct": How({"--preset": "small", "--epochs": "2", "--quiet": None},
                              outputs=lambda a: [f"{a[1]}/{n}" for n in ("gaussians.ply", "volume.nii.gz", "slices.png",
-                                                                        "report.json")]),
+                                                                        "report.json", "report.html")]),
     "sweep render": How(outputs=lambda a: [a[2]]),
     "heart cohort": How({"--n": "3", "--size": "64", "--no-progress": None}, outputs=lambda a: [f"{a[0]}/manifest.csv"]),
     "heart show-case": How(outputs=lambda a: [a[2]]),
@@ -100,8 +106,9 @@ HOW: dict[str, How] = {
                             outputs=lambda a: [f"{a[0]}/cases/00001/deformation.npz"]),
     "heart train": How({"--config": "tiny", "--epochs": "1", "--no-progress": None},
                        outputs=lambda a: [f"{a[1]}/checkpoint.pt"]),
-    "heart predict": How(outputs=lambda a: [f"{a[2]}/heart_ed.vtp", f"{a[2]}/heart_es.vtp", f"{a[2]}/report.json"]),
-    "heart evaluate": How({"--resolution": "32"}, outputs=lambda a: [f"{a[2]}/report.json"]),
+    "heart predict": How(outputs=lambda a: [f"{a[2]}/heart_ed.vtp", f"{a[2]}/heart_es.vtp", f"{a[2]}/report.json",
+                                            f"{a[2]}/report.html"]),
+    "heart evaluate": How({"--resolution": "32"}, outputs=lambda a: [f"{a[2]}/report.json", f"{a[2]}/report.html"]),
     "heart strain": How(check=_strain_printed),
     "heart fit-real": How(inputs=_stand_in_beat, check=_fit_real_printed,
                           outputs=lambda a: [f"{a[1]}/{n}" for n in ("fitted_000.vtp", "fitted_001.vtp", "volumes.csv",
@@ -109,7 +116,8 @@ HOW: dict[str, How] = {
                                                                      "bullseye_gls.png")]),
     "heart correlate": How(check=_correlate_printed),
     # sono3d demo has no size options: test_readme_sweep_examples swaps in a smaller demo_comparison.
-    "demo": How(outputs=lambda a: ["out/demo/volume.nii.gz", "out/demo/report.json"]),
+    "demo": How(outputs=lambda a: ["out/demo/volume.nii.gz", "out/demo/report.json", "out/demo/report.html"]),
+    "report": How(outputs=lambda a: [a[1] if len(a) > 1 else f"{a[0]}/report.html"], check=_report_printed),
 }
 
 # Shell lines of the README that are not sono3d commands, and why they do not run here.
@@ -228,7 +236,7 @@ def _rows(*groups: str) -> list[str]:
     return [c for c in table_examples() if c.split()[1] in groups]
 
 
-SWEEP_ROWS = _rows("phantom", "simulate", "sweep", "demo")
+SWEEP_ROWS = _rows("phantom", "simulate", "sweep", "demo", "report")
 HEART_ROWS = _rows("heart")
 
 
@@ -255,8 +263,8 @@ def _small_demo(real):
 
 @pytest.mark.slow
 def test_readme_sweep_examples_and_python_snippet(monkeypatch, tmp_path):
-    """Table rows phantom -> simulate -> compound -> reconstruct -> render -> demo, then the Python
-    snippet on the sweep the table made."""
+    """Table rows phantom -> simulate -> compound -> reconstruct -> render -> demo -> report, then the
+    Python snippet on the sweep the table made."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sono3d.demo, "demo_comparison", _small_demo(sono3d.demo.demo_comparison))
     for command in SWEEP_ROWS:
