@@ -1,30 +1,42 @@
 """Report pages in a real browser: headless Chromium opens each kind of page from ``file://``.
 
 Each page must draw without a console error, its 3D view must hold drawn pixels, a slider must move
-what it controls (the pixels change), and a screenshot is written (to ``$SONO3D_SCREENSHOTS`` when
-set, else a temporary folder). Skipped, with the reason, where Playwright or Chromium is missing
-(``make test`` installs Debian's ``chromium`` when it can).
+what it controls (the pixels change), and a screenshot is written: the whole page to
+``$SONO3D_SCREENSHOTS`` when set (for looking at), else the first screen to a temporary folder.
+Skipped, with the reason, where Playwright or Chromium is missing (``make test`` installs Debian's
+``chromium`` when it can).
+
+Speed: software WebGL on two cores is slow. The module launches Chromium once, its tests run on
+one pytest-xdist worker (``xdist_group``; the suite runs with ``--dist loadgroup``), each test
+builds only its own page, and the whole-page screenshot (a second rendering of every plot) is
+taken only when ``$SONO3D_SCREENSHOTS`` asks for it.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from sono3d.report import build_report
-from sono3d.report.browser import headless_chromium, open_page, why_unavailable
+from sono3d.report.browser import LoadedPage, headless_chromium, open_page, why_unavailable
 
-from report_results import (compare_result, heart_evaluate_result, heart_predict_result, sweep_result)
+from report_results import compare_result, heart_evaluate_result, heart_predict_result, sweep_result
 
-pytestmark = pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable()))
+pytestmark = [pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable())),
+              pytest.mark.xdist_group("browser")]
+
+VIEWPORT = (1024, 720)  # fewer pixels for software WebGL than a laptop screen
 
 
 @pytest.fixture(scope="module")
 def browser():
+    """One headless Chromium for the whole module."""
     with headless_chromium() as b:
         page = b.new_page()
         webgl = page.evaluate("!!document.createElement('canvas').getContext('webgl')")
@@ -34,30 +46,50 @@ def browser():
         yield b
 
 
-@pytest.fixture(scope="module")
-def pages(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pages")
-    pred, views = heart_predict_result(root / "pred", {"per_view": [0.2] * 6, "score": 0.2, "in_distribution": True,
-                                                        "view_order_ok": True})
-    return {
-        "sweep-reconstruct": build_report(sweep_result(root / "recon")),
-        "demo": build_report(sweep_result(root / "demo", demo=True)),
-        "sweep-compare": build_report(compare_result(root / "compare")),
-        "heart-predict": build_report(pred, views=views),
-        "heart-evaluate": build_report(heart_evaluate_result(root / "eval")),
-    }
+def _build(kind: str, root: Path) -> Path:
+    if kind == "sweep-reconstruct":
+        return build_report(sweep_result(root / "recon"))
+    if kind == "demo":
+        return build_report(sweep_result(root / "demo", demo=True))
+    if kind == "sweep-compare":
+        return build_report(compare_result(root / "compare"))
+    if kind == "heart-predict":
+        pred, views = heart_predict_result(root / "pred", {"per_view": [0.2] * 6, "score": 0.2,
+                                                            "in_distribution": True, "view_order_ok": True})
+        return build_report(pred, views=views)
+    return build_report(heart_evaluate_result(root / "eval"))
+
+
+@pytest.fixture
+def report(browser, tmp_path):
+    """``report(kind, before_drawing=None)``: build that kind of page, open it in a new tab and draw all
+    of it; the tab is closed after the test."""
+    opened: list[LoadedPage] = []
+
+    def open_report(kind: str, before_drawing: Callable | None = None) -> LoadedPage:
+        loaded = open_page(browser, _build(kind, tmp_path), *VIEWPORT)
+        opened.append(loaded)
+        if before_drawing is not None:  # plots below the first screen are not drawn yet
+            before_drawing(loaded.page)
+        loaded.page.evaluate("window.SONO3D.drawAll()")
+        _settle(loaded.page)
+        return loaded
+
+    yield open_report
+    for loaded in opened:
+        loaded.close()
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    folder = Path(os.environ.get("SONO3D_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+def shots(tmp_path_factory) -> tuple[Path, bool]:
+    """Where screenshots go, and whether whole pages are wanted (only when someone will look)."""
+    wanted = os.environ.get("SONO3D_SCREENSHOTS")
+    folder = Path(wanted or tmp_path_factory.mktemp("screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return folder, bool(wanted)
 
 
 def _pixels(png: bytes) -> np.ndarray:
-    from PIL import Image
-
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
 
 
@@ -76,22 +108,13 @@ def _settle(page) -> None:  # noqa: ANN001
     page.wait_for_timeout(150)
 
 
-def _open(browser, path: Path, before_drawing=None):  # noqa: ANN001, ANN202
-    loaded = open_page(browser, path, width=1024, height=720)  # fewer pixels for software WebGL
-    if before_drawing is not None:  # plots below the first screen are not drawn yet
-        before_drawing(loaded.page)
-    loaded.page.evaluate("window.SONO3D.drawAll()")
-    _settle(loaded.page)
-    return loaded
-
-
-def _finish(loaded, shots: Path, name: str) -> None:  # noqa: ANN001
-    out = shots / f"{name}.png"
-    loaded.page.screenshot(path=str(out), full_page=True)
+def _finish(loaded: LoadedPage, shots: tuple[Path, bool], name: str) -> None:
+    folder, full_page = shots
+    out = folder / f"{name}.png"
+    loaded.page.screenshot(path=str(out), full_page=full_page)
     assert out.stat().st_size > 20_000
     errors = loaded.console_errors + [f"plot: {e}" for e in loaded.page.evaluate("window.SONO3D.errors")]
     assert errors == [], errors
-    loaded.close()
 
 
 def _slider(page, selector: str, value: int) -> None:  # noqa: ANN001
@@ -100,12 +123,12 @@ def _slider(page, selector: str, value: int) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("kind", ["sweep-reconstruct", "demo", "sweep-compare"])
-def test_sweep_pages_draw_and_the_slider_moves_the_slice(browser, pages, shots, kind):
+def test_sweep_pages_draw_and_the_slider_moves_the_slice(report, shots, kind):
     def move_coronal(page):  # noqa: ANN001 - a slider moved before its slices are drawn still counts
         rng = page.locator("input[id$='-coronal-range']").first
         rng.fill(str(int(rng.get_attribute("max")) // 3))
 
-    loaded = _open(browser, pages[kind], move_coronal)
+    loaded = report(kind, move_coronal)
     page = loaded.page
     label = page.locator("output[id$='-coronal-out']").first.text_content()
     moved = int(page.locator("input[id$='-coronal-range']").first.get_attribute("max")) // 3
@@ -129,8 +152,8 @@ def test_sweep_pages_draw_and_the_slider_moves_the_slice(browser, pages, shots, 
     _finish(loaded, shots, kind)
 
 
-def test_heart_page_draws_the_mesh_and_switches_ed_es(browser, pages, shots):
-    loaded = _open(browser, pages["heart-predict"])
+def test_heart_page_draws_the_mesh_and_switches_ed_es(report, shots):
+    loaded = report("heart-predict")
     page = loaded.page
     assert page.locator(".banner.ok").count() == 1
     scene = page.locator(".scene3d").first
@@ -148,8 +171,8 @@ def test_heart_page_draws_the_mesh_and_switches_ed_es(browser, pages, shots):
     _finish(loaded, shots, "heart-predict")
 
 
-def test_evaluate_page_draws_and_sorts(browser, pages, shots):
-    loaded = _open(browser, pages["heart-evaluate"])
+def test_evaluate_page_draws_and_sorts(report, shots):
+    loaded = report("heart-evaluate")
     page = loaded.page
     assert page.locator(".plot .boxlayer .trace").count() == 4
     assert page.locator(".plot .scatterlayer .point").count() >= 16  # 8 cases, two methods
