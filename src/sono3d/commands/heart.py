@@ -12,7 +12,7 @@ heart_app = typer.Typer(
 )
 
 # Modules that add verbs to the group; each exposes add_commands(heart_app).
-_PARTS = ("heart_correlate", "heart_cohort", "heart_correspond", "heart_s2mnet", "heart_clinical")
+_PARTS = ("heart_correlate", "heart_cohort", "heart_correspond", "heart_s2mnet", "heart_clinical", "heart_views")
 
 
 def register(app: typer.Typer) -> None:
