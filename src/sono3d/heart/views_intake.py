@@ -88,17 +88,21 @@ def parse_depths(text: str | None) -> dict[str, float] | float | None:
     if text is None or not str(text).strip():
         return None
     text = str(text).strip()
+    if "=" not in text:
+        return _positive(_number(text, text), "--depth-mm")
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        name = name.strip().replace("-", "_")
+        if name not in VIEW_NAMES:
+            raise InputError(f"--depth-mm: unknown view {name!r} (views: {', '.join(VIEW_NAMES)})")
+        out[name] = _positive(_number(value, text), f"--depth-mm {name}")
+    return out
+
+
+def _number(value: str, text: str) -> float:
     try:
-        if "=" not in text:
-            return _positive(float(text), "--depth-mm")
-        out: dict[str, float] = {}
-        for part in text.split(","):
-            name, _, value = part.partition("=")
-            name = name.strip().replace("-", "_")
-            if name not in VIEW_NAMES:
-                raise InputError(f"--depth-mm: unknown view {name!r} (views: {', '.join(VIEW_NAMES)})")
-            out[name] = _positive(float(value), f"--depth-mm {name}")
-        return out
+        return float(value)
     except ValueError:
         raise InputError(f"--depth-mm must be a depth in mm (150) or per view (a4c=150,a2c=190), got {text!r}") from None
 
