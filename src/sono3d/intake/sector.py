@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
 
 from sono3d.errors import InputError
 from sono3d.types import Sector
@@ -44,12 +45,13 @@ from sono3d.types import Sector
 __all__ = ["FanFit", "find_sector", "content_map", "sector_region", "STATIC_STD"]
 
 STATIC_STD = 0.004  # about one 8-bit grey level
-_TIME_SAMPLES = 32  # frames used for the cine content map
+_TIME_SAMPLES = 16  # frames used for the cine content map
 _N_BINS = 48
 _MIN_PRECISION = 0.85
 _MIN_RECALL = 0.5
 _MIN_ARC = 0.4
 _MIN_EDGE = 0.25
+_CURVILINEAR = 0.12
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,8 @@ def sector_region(content: np.ndarray, roi: tuple[int, int, int, int] | None = N
     bg = float(np.percentile(vals, 2))
     dark = vals[vals <= np.percentile(vals, 30)]
     noise = float(np.median(np.abs(dark - np.median(dark)))) * 1.4826 if dark.size else 0.0
-    step = max(3.0 / 255.0, 3.0 * noise)
+    # half-way between grey levels, so float rounding of 8-bit data cannot tip a level across it
+    step = max(2.5 / 255.0, 3.0 * noise)
     m = (c > bg + step) & inside
     r = max(2, int(round(min(H, W) / 120)))
     pad = r + 1
@@ -184,10 +187,11 @@ def sector_region(content: np.ndarray, roi: tuple[int, int, int, int] | None = N
     main = lab == big
     # A dark band across the fan (a fluid layer under a bright near field) splits it in pieces:
     # pieces at least 2 % of the largest and within a gap of it belong to the fan too.
-    gap = 0.06 * max(H, W)
-    near = ndi.distance_transform_edt(~main) <= gap
-    keep = [k + 1 for k in range(n) if k + 1 != big and sizes[k] >= 0.02 * sizes[big - 1]
-            and near[lab == k + 1].any()]
+    pieces = [k + 1 for k in range(n) if k + 1 != big and sizes[k] >= 0.02 * sizes[big - 1]]
+    if not pieces:
+        return main, r
+    near = ndi.distance_transform_edt(~main) <= 0.06 * max(H, W)
+    keep = [k for k in pieces if near[lab == k].any()]
     return main | np.isin(lab, keep), r
 
 
@@ -301,9 +305,22 @@ def _arc_radius(rmax: np.ndarray) -> tuple[float, float]:
     return float(np.median(v[near])), float(counts[k] / len(v))
 
 
-def _candidate(a: _Line, b: _Line, region: np.ndarray, pix: np.ndarray, centroid: np.ndarray, inside: np.ndarray,
-               margin: float, edge_dist: np.ndarray) -> FanFit | None:
-    """The fan bounded by lines ``a`` and ``b`` that best explains ``region``, or None."""
+@dataclass(frozen=True)
+class _Evidence:
+    """What candidate fans are scored against (pixel coordinates as ``(col, row)``)."""
+
+    boundary: np.ndarray  # [B, 2] every boundary pixel of the region (frame-cut ones too)
+    tree: cKDTree  # of ``boundary``
+    sample: np.ndarray  # [S, 2] region pixels on a grid of every ``stride``-th pixel
+    grid: np.ndarray  # [G, 2] picture pixels (inside the ROI) on the same kind of grid
+    stride: int
+    centroid: np.ndarray
+    inside: np.ndarray  # [H, W] bool: the picture (or the DICOM region box)
+
+
+def _candidate(a: _Line, b: _Line, ev: _Evidence, margin: float) -> FanFit | None:
+    """The fan bounded by lines ``a`` and ``b`` that best explains the region, or None."""
+    centroid, inside = ev.centroid, ev.inside
     apex = _intersect(a, b)
     if apex is None:
         return None
@@ -331,10 +348,11 @@ def _candidate(a: _Line, b: _Line, region: np.ndarray, pix: np.ndarray, centroid
     # which moves the apex back along the bisector by 0.5 / sin(half angle).
     apex = apex - bis * 0.5 / np.sin(np.deg2rad(opening / 2))
     tilt = float(np.degrees(np.arctan2(bis[0], bis[1])))
-    r, t = _polar(pix[:, 0], pix[:, 1], (apex[0], apex[1]), tilt)
+    # the region's largest and smallest radius per angular bin lie on its boundary
+    r, t = _polar(ev.boundary[:, 0], ev.boundary[:, 1], (apex[0], apex[1]), tilt)
     half = np.deg2rad(opening) / 2
     inw = np.abs(t) <= half
-    if inw.sum() < 50:
+    if inw.sum() < 20:
         return None
     bins = np.clip(((t[inw] + half) / (2 * half) * _N_BINS).astype(np.int64), 0, _N_BINS - 1)
     rmax = np.full(_N_BINS, -np.inf)
@@ -356,31 +374,32 @@ def _candidate(a: _Line, b: _Line, region: np.ndarray, pix: np.ndarray, centroid
     # the probe-face arc of a curvilinear probe: the region's smallest radius, where the frame does not cut it
     probe_r0 = np.maximum(np.where(filled, rmin, 0) - margin, 0)
     cut0 = _outside(apex[0] + probe_r0 * np.sin(centres), apex[1] + probe_r0 * np.cos(centres), inside) & filled
-    near = filled & ~cut0
+    # only bins the boundary crosses twice (near and far) say where the fan starts: in a phased
+    # array's middle bins the only boundary is the far arc
+    near = filled & ~cut0 & (rmin < 0.8 * rmax)
     r0 = float(np.percentile(rmin[near], 25)) if near.sum() >= 3 else 0.0
-    if r0 < 0.06 * r1:
+    # A curvilinear probe's face lies a good way below its virtual apex (a quarter of the depth and
+    # more); a shorter gap is a phased array's dark near field, and its depth counts from the apex.
+    if r0 < _CURVILINEAR * r1:
         r0 = 0.0
     if r1 <= r0 + 4:
         return None
     fan = FanFit(apex_px=(float(apex[0]), float(apex[1])), angle_deg=opening, tilt_deg=tilt,
                  radius_px=(r0, r1 + 0.5), clipped=bool(clipped_bin.any() or free.sum() < 3))
-    # overlap of fan and region: region pixels from their polar coordinates, the fan's area inside
-    # the picture counted on a grid of every second pixel
-    in_fan = inw & (r >= fan.radius_px[0]) & (r <= fan.radius_px[1])
-    inter = float(np.count_nonzero(in_fan))
-    gr, gc = np.nonzero(inside[::2, ::2])
-    rg, tg = _polar(gc * 2.0, gr * 2.0, fan.apex_px, tilt)
-    fan_area = 4.0 * float(np.count_nonzero((rg >= fan.radius_px[0]) & (rg <= fan.radius_px[1]) & (np.abs(tg) <= half)))
-    n_region = float(len(pix))
+    # overlap of fan and region, both counted on a grid of every ``stride``-th pixel
+    rs, ts = _polar(ev.sample[:, 0], ev.sample[:, 1], fan.apex_px, tilt)
+    inter = float(np.count_nonzero((np.abs(ts) <= half) & (rs >= fan.radius_px[0]) & (rs <= fan.radius_px[1])))
+    rg, tg = _polar(ev.grid[:, 0], ev.grid[:, 1], fan.apex_px, tilt)
+    fan_area = float(np.count_nonzero((rg >= fan.radius_px[0]) & (rg <= fan.radius_px[1]) & (np.abs(tg) <= half)))
+    n_region = float(len(ev.sample))
     precision = inter / max(n_region, 1.0)
     recall = min(inter / max(fan_area, 1.0), 1.0)
     iou = inter / max(fan_area + n_region - inter, 1.0)
     edge_len = max(r1 - r0, 1.0)
     # how much of the fan's outline (where it lies in the picture) runs along the region's boundary
     dense = _outline_points(fan)
-    vis = ~_outside(dense[:, 0], dense[:, 1], inside)
-    ci = np.clip(np.round(dense[vis]).astype(int), 0, [region.shape[1] - 1, region.shape[0] - 1])
-    support = float(np.mean(edge_dist[ci[:, 1], ci[:, 0]] <= 2.5)) if vis.any() else 0.0
+    dense = dense[~_outside(dense[:, 0], dense[:, 1], inside)]
+    support = float(np.mean(np.isfinite(ev.tree.query(dense, distance_upper_bound=2.5)[0]))) if len(dense) else 0.0
     quality = {"edge_inliers": [int(len(a.inliers)), int(len(b.inliers))],
                "edge_fraction": [round(len(a.inliers) / edge_len, 3), round(len(b.inliers) / edge_len, 3)],
                "arc_fraction": round(arc, 3), "outline_support": round(support, 3), "precision": round(precision, 3), "recall": round(recall, 3), "iou": round(iou, 3)}
@@ -405,6 +424,50 @@ def _score(fit: FanFit) -> float:
     the weaker edge's straight share (a fan has two straight edges)."""
     q = fit.quality
     return q["outline_support"] + q["iou"] + min(q["edge_fraction"])
+
+
+def _refine_edge(line: _Line, fan: FanFit, pts: np.ndarray, step: float = 10.0) -> _Line:
+    """One side edge of ``fan`` refitted to the outer envelope of the boundary near it.
+
+    RANSAC's inliers are the boundary pixels within 1.5 px of a line; where speckle reaches the edge
+    only here and there they can tilt it by a degree, which moves the apex by several pixels. The
+    fan's edge is the outermost boundary: along the edge, in bins of ``step`` px, the boundary pixel
+    farthest out is taken, and a line is fitted to those, dropping bins that end more than 2 px
+    inside it (a dark stretch of the edge) or 4 px outside it (a marker joined to the fan).
+    """
+    apex = np.asarray(fan.apex_px)
+    t = np.deg2rad(fan.tilt_deg)
+    bis = np.array([np.sin(t), np.cos(t)])
+    u = line.direction if line.direction @ bis > 0 else -line.direction
+    n = np.array([-u[1], u[0]])
+    if n @ bis > 0:
+        n = -n  # outward, away from the fan's centre
+    d = pts - apex
+    along, off = d @ u, d @ n
+    lo, hi = fan.radius_px[0] + 0.1 * (fan.radius_px[1] - fan.radius_px[0]), 0.95 * fan.radius_px[1]
+    near = (along > lo) & (along < hi) & (off > -15.0) & (off < 8.0)
+    if near.sum() < 10:
+        return line
+    k = ((along[near] - lo) // step).astype(np.int64)
+    env = np.full(k.max() + 1, -np.inf)
+    np.maximum.at(env, k, off[near])
+    ok = np.isfinite(env)
+    s_k = lo + (np.arange(len(env)) + 0.5) * step
+    s_k, o_k = s_k[ok], env[ok]
+    if len(s_k) < 4:
+        return line
+    keep = np.ones(len(s_k), dtype=bool)
+    for _ in range(4):
+        beta, alpha = np.polyfit(s_k[keep], o_k[keep], 1)
+        res = o_k - (alpha + beta * s_k)
+        new_keep = (res > -2.0) & (res < 4.0)
+        if new_keep.sum() < 4 or (new_keep == keep).all():
+            break
+        keep = new_keep
+    p0 = apex + alpha * n
+    direction = u + beta * n
+    direction /= np.linalg.norm(direction)
+    return _Line(p0, direction, line.inliers)
 
 
 def _failure(fit: FanFit) -> str | None:
@@ -468,16 +531,23 @@ def find_sector(grey: np.ndarray, roi: tuple[int, int, int, int] | None = None, 
     if len(lines) < 2:
         raise InputError("no imaging sector found (fewer than two straight edges)")
     rr, cc = np.nonzero(region)
-    pix = np.stack([cc, rr], 1).astype(np.float64)
-    centroid = pix.mean(0)
+    centroid = np.array([cc.mean(), rr.mean()])
     lines = _merge_parallel(lines, centroid, gap=3.0 * r)
-    edge_dist = ndi.distance_transform_edt(~edge)
+    stride = max(1, int(np.ceil(np.sqrt(H * W / 40000))))
+    on_grid = (rr % stride == 0) & (cc % stride == 0)
+    gr, gc = np.nonzero(inside[::stride, ::stride])
+    br, bc = np.nonzero(edge)
+    boundary = np.stack([bc, br], 1).astype(np.float64)
+    ev = _Evidence(boundary=boundary, tree=cKDTree(boundary), sample=np.stack([cc[on_grid], rr[on_grid]], 1).astype(np.float64),
+                   grid=np.stack([gc, gr], 1).astype(np.float64) * stride, stride=stride, centroid=centroid, inside=inside)
     candidates: list[FanFit] = []
+    pairs: list[tuple[_Line, _Line]] = []
     for i in range(len(lines)):
         for j in range(i + 1, len(lines)):
-            cand = _candidate(lines[i], lines[j], region, pix, centroid, inside, 2.0 * r, edge_dist)
+            cand = _candidate(lines[i], lines[j], ev, 2.0 * r)
             if cand is not None:
                 candidates.append(cand)
+                pairs.append((lines[i], lines[j]))
     if not candidates:
         raise InputError("no imaging sector found (no two straight edges meet at an apex behind the bright region)")
     # the best candidate that passes every check; if none does, the best one says why not
@@ -485,6 +555,10 @@ def find_sector(grey: np.ndarray, roi: tuple[int, int, int, int] | None = None, 
     if not valid:
         raise InputError(f"no imaging sector found ({_failure(max(candidates, key=_score))})")
     best = max(valid, key=_score)
+    a, b = pairs[candidates.index(best)]
+    refined = _candidate(_refine_edge(a, best, pts), _refine_edge(b, best, pts), ev, 2.0 * r)
+    if refined is not None and _failure(refined) is None:
+        best = refined
     if roi is not None and inside.mean() < 0.95:
         best = _depth_from_region(best, roi)
     return best
