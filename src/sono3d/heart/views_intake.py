@@ -215,7 +215,7 @@ def views_arrays(result: ViewsIntake) -> dict[str, np.ndarray]:
 
 def _panel(view: str, it: EchoIntake) -> IntakePanel:
     f = it.fit
-    title = (f"{view}: {it.path.name}  apex ({f.apex_px[0]:.0f}, {f.apex_px[1]:.0f}) px, {f.angle_deg:.0f}°, "
+    title = (f"{view}: {it.path.name}\napex ({f.apex_px[0]:.0f}, {f.apex_px[1]:.0f}) px, {f.angle_deg:.0f}°, "
              f"depth {(f.radius_px[1] - f.radius_px[0]) * it.pixel_mm:.0f} mm ({it.pixel_source})")
     if it.colour_doppler:
         title += ", colour Doppler"

@@ -29,10 +29,12 @@ import numpy as np
 
 from sono3d.errors import FileFormatError, InputError
 from sono3d.io.atomic import full_suffix
-from sono3d.io.dicom import dicom_spacing_mm
+from sono3d.io.dicom import dicom_spacing_mm, open_dicom
 from sono3d.io.registry import IMAGE_SUFFIXES, VIDEO_SUFFIXES, reason
 from sono3d.io.sequences import frames_to_float
-from sono3d.io.video import natural_key
+# io's image loader (private there: a public name is for after the architecture pass)
+from sono3d.io.video import _load_image as load_image
+from sono3d.io.video import natural_key, video_frames
 
 __all__ = ["EchoFrames", "read_echo", "read_npz", "source_kind", "COLOUR_CHROMA", "ARRAY_SUFFIXES",
            "DICOM_SUFFIXES"]
@@ -202,14 +204,8 @@ def _split_colour(rgb: np.ndarray | list[np.ndarray], path: Path | str) -> tuple
 
 
 def _image(path: Path) -> np.ndarray:
-    import imageio.v3 as iio
-
-    try:
-        a = np.asarray(iio.imread(str(path)))
-    except Exception as exc:  # noqa: BLE001 - Pillow raises several types for broken images
-        raise FileFormatError(f"{path}: cannot read image ({reason(exc)})") from None
-    if a.ndim == 3 and a.shape[-1] not in (1, 3, 4):
-        raise FileFormatError(f"{path}: image has shape {a.shape}; expected grey or RGB")
+    """One image's pixels, grey ``[H, W]`` or RGB ``[H, W, 3]`` (alpha dropped)."""
+    a = load_image(path)
     if a.ndim == 3 and a.shape[-1] == 4:
         a = a[..., :3]
     if a.ndim not in (2, 3):
@@ -230,42 +226,15 @@ def _read_folder(p: Path) -> np.ndarray:
     return np.stack(images)
 
 
-def _read_video(p: Path) -> tuple[list[np.ndarray], float | None]:
-    import imageio.v2 as iio
-
-    try:
-        reader = iio.get_reader(str(p), format="FFMPEG" if p.suffix.lower() != ".gif" else None)
-    except Exception as exc:  # noqa: BLE001 - ffmpeg reports corrupt files in many ways
-        raise FileFormatError(f"{p}: cannot open video ({reason(exc)})") from None
-    try:
-        fps = float(reader.get_meta_data().get("fps") or 0.0) or None
-        frames = []
-        for f in reader:
-            frames.append(np.asarray(f))
-            if len(frames) >= MAX_FRAMES:
-                break
-    except Exception as exc:  # noqa: BLE001
-        raise FileFormatError(f"{p}: cannot decode video ({reason(exc)})") from None
-    finally:
-        reader.close()
-    if not frames:
-        raise FileFormatError(f"{p}: video has no frames")
-    return frames, fps
-
-
 def _read_dicom(p: Path) -> tuple[np.ndarray, Any]:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_color_lut
 
     try:
-        ds = pydicom.dcmread(str(p))
-    except InvalidDicomError as exc:
-        raise FileFormatError(f"{p}: not a DICOM file ({reason(exc)})") from None
+        ds = open_dicom(p)
+    except FileFormatError:
+        raise
     except Exception as exc:  # noqa: BLE001 - truncated files raise several types
         raise FileFormatError(f"{p}: cannot read DICOM ({reason(exc)})") from None
-    if "PixelData" not in ds:
-        raise FileFormatError(f"{p}: DICOM file has no pixel data")
     pi = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     try:
         arr = ds.pixel_array  # YBR is converted to RGB here
@@ -334,7 +303,8 @@ def read_echo(path: str | os.PathLike[str]) -> EchoFrames:
     elif kind == "image folder":
         raw = _read_folder(p)
     elif kind == "video":
-        raw, fps = _read_video(p)
+        raw, rate = video_frames(p, MAX_FRAMES)
+        fps = rate or None
     elif kind == "dicom":
         raw, ds = _read_dicom(p)
         spacing, spacing_source, region = _dicom_geometry(ds, raw.shape[1:3], p, notes)

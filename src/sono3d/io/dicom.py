@@ -25,7 +25,7 @@ from sono3d.io.registry import reason
 from sono3d.io.sequences import _luma, frames_to_float
 from sono3d.types import Sweep
 
-__all__ = ["read_dicom_sweep", "dicom_spacing_mm"]
+__all__ = ["read_dicom_sweep", "dicom_spacing_mm", "open_dicom"]
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _CM = 3
@@ -62,6 +62,26 @@ def _frame_times(ds, n: int) -> list[float] | None:  # noqa: ANN001
     return None
 
 
+def open_dicom(path: str | Path):  # noqa: ANN201 - pydicom Dataset
+    """The pydicom dataset of a DICOM file that holds pixel data.
+
+    Raises
+    ------
+    FileFormatError
+        Not DICOM, or no pixel data.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(str(path))
+    except InvalidDicomError as exc:
+        raise FileFormatError(f"{path}: not a DICOM file ({reason(exc)})") from None
+    if not any(k in ds for k in _PIXEL_KEYWORDS):
+        raise FileFormatError(f"{path}: DICOM file has no pixel data")
+    return ds
+
+
 def read_dicom_sweep(path: str | Path, spacing_mm: tuple[float, float] | None = None) -> Sweep:
     """Read an ultrasound DICOM file as a Sweep of grey frames (no poses).
 
@@ -70,17 +90,10 @@ def read_dicom_sweep(path: str | Path, spacing_mm: tuple[float, float] | None = 
     FileFormatError
         Not DICOM, no pixel data, or pixel data that cannot be decoded.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_color_lut, convert_color_space, pixel_array
 
     path = Path(path)
-    try:
-        ds = pydicom.dcmread(str(path))
-    except InvalidDicomError as exc:
-        raise FileFormatError(f"{path}: not a DICOM file ({reason(exc)})") from None
-    if not any(k in ds for k in _PIXEL_KEYWORDS):
-        raise FileFormatError(f"{path}: DICOM file has no pixel data")
+    ds = open_dicom(path)
     pi = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     try:
         # YBR data decoded raw keeps its Y (luma) channel, which is the grey image we want: no

@@ -30,7 +30,7 @@ from sono3d.io.registry import IMAGE_SUFFIXES, reason
 from sono3d.io.sequences import frames_to_float
 from sono3d.types import Sweep
 
-__all__ = ["read_video", "read_image", "read_image_folder", "natural_key"]
+__all__ = ["read_video", "read_image", "read_image_folder", "natural_key", "video_frames"]
 
 POSES_FILE = "poses.npy"
 
@@ -49,8 +49,11 @@ def _spacing(spacing_mm: tuple[float, float] | None, meta: dict) -> tuple[float,
     return float(spacing_mm[0]), float(spacing_mm[1])
 
 
-def read_video(path: str | Path, spacing_mm: tuple[float, float] | None = None) -> Sweep:
-    """Read a video file as an untracked Sweep (grey float32 frames)."""
+def video_frames(path: str | Path, max_frames: int | None = None) -> tuple[list[np.ndarray], float]:
+    """The decoded frames of a video (as stored: RGB or grey) and its frame rate (0 when unknown).
+
+    Raises :class:`FileFormatError` for a file ffmpeg cannot open or decode, or one with no frames.
+    """
     import imageio.v2 as iio
 
     path = Path(path)
@@ -60,13 +63,24 @@ def read_video(path: str | Path, spacing_mm: tuple[float, float] | None = None) 
         raise FileFormatError(f"{path}: cannot open video ({reason(exc)})") from None
     try:
         fps = float(reader.get_meta_data().get("fps") or 0.0)
-        frames = [np.asarray(f) for f in reader]
+        frames = []
+        for f in reader:
+            frames.append(np.asarray(f))
+            if max_frames is not None and len(frames) >= max_frames:
+                break
     except Exception as exc:  # noqa: BLE001
         raise FileFormatError(f"{path}: cannot decode video ({reason(exc)})") from None
     finally:
         reader.close()
     if not frames:
         raise FileFormatError(f"{path}: video has no frames")
+    return frames, fps
+
+
+def read_video(path: str | Path, spacing_mm: tuple[float, float] | None = None) -> Sweep:
+    """Read a video file as an untracked Sweep (grey float32 frames)."""
+    path = Path(path)
+    frames, fps = video_frames(path)
     meta: dict = {"source": str(path), "format": "video"}
     if fps > 0:
         meta["fps"] = fps

@@ -53,7 +53,9 @@ def intake_figure(panels: list[IntakePanel], path: str | os.PathLike[str], dpi: 
     n_views = max(len(p.views) for p in panels)
     has_curve = any(p.areas is not None for p in panels)
     cols = 1 + n_views + int(has_curve)
-    fig, axes = plt.subplots(len(panels), cols, figsize=(3.2 * cols + 1.0, 3.0 * len(panels)), squeeze=False)
+    ratios = [1.5] + [1.0] * (cols - 1)  # room for the source's two-line title
+    fig, axes = plt.subplots(len(panels), cols, figsize=(3.0 * sum(ratios) + 0.5, 3.0 * len(panels)), squeeze=False,
+                             gridspec_kw={"width_ratios": ratios})
     for row, p in zip(axes, panels):
         ax = row[0]
         ax.imshow(p.source, cmap="gray", vmin=0, vmax=1)
