@@ -29,6 +29,7 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
     {"apex": (200.5, -40.2), "angle_deg": 70.0, "depth_px": 300.0},  # apex above a cropped capture
     {"apex": (200.3, -60.4), "angle_deg": 60.0, "r0_px": 80.0, "depth_px": 340.0},  # curvilinear probe
     {"frames": 5},  # a cine loop: static text, changing speckle
+    {"apex": (210.7, 25.2), "angle_deg": 84.0, "tilt_deg": -12.0, "depth_px": 230.0},  # tilted the other way
 ])
 def test_sector_found_on_fake_screens(kw):
     rgb, truth = fake_screen(rng=np.random.default_rng(1), **kw)

@@ -318,8 +318,13 @@ class _Evidence:
     inside: np.ndarray  # [H, W] bool: the picture (or the DICOM region box)
 
 
-def _candidate(a: _Line, b: _Line, ev: _Evidence, margin: float) -> FanFit | None:
-    """The fan bounded by lines ``a`` and ``b`` that best explains the region, or None."""
+def _candidate(a: _Line, b: _Line, ev: _Evidence, margin: float, shift: float = 0.5) -> FanFit | None:
+    """The fan bounded by lines ``a`` and ``b`` that best explains the region, or None.
+
+    ``shift`` moves the edges and the far arc out by that many pixels: 0.5 for RANSAC lines, which
+    run through the middle of their inliers (boundary pixel centres, half a pixel inside the edge on
+    average); 0 for refitted edges, which follow the outermost boundary pixels.
+    """
     centroid, inside = ev.centroid, ev.inside
     apex = _intersect(a, b)
     if apex is None:
@@ -344,9 +349,8 @@ def _candidate(a: _Line, b: _Line, ev: _Evidence, margin: float) -> FanFit | Non
     cos_half = np.cos(np.deg2rad(opening / 2))
     if (towards / np.linalg.norm(towards)) @ bis < cos_half:
         return None
-    # Boundary pixel centres sit half a pixel inside the true edge: move each edge out by 0.5 px,
-    # which moves the apex back along the bisector by 0.5 / sin(half angle).
-    apex = apex - bis * 0.5 / np.sin(np.deg2rad(opening / 2))
+    # moving each edge out by ``shift`` moves the apex back along the bisector by shift / sin(half angle)
+    apex = apex - bis * shift / np.sin(np.deg2rad(opening / 2))
     tilt = float(np.degrees(np.arctan2(bis[0], bis[1])))
     # the region's largest and smallest radius per angular bin lie on its boundary
     r, t = _polar(ev.boundary[:, 0], ev.boundary[:, 1], (apex[0], apex[1]), tilt)
@@ -385,7 +389,7 @@ def _candidate(a: _Line, b: _Line, ev: _Evidence, margin: float) -> FanFit | Non
     if r1 <= r0 + 4:
         return None
     fan = FanFit(apex_px=(float(apex[0]), float(apex[1])), angle_deg=opening, tilt_deg=tilt,
-                 radius_px=(r0, r1 + 0.5), clipped=bool(clipped_bin.any() or free.sum() < 3))
+                 radius_px=(r0, r1 + shift), clipped=bool(clipped_bin.any() or free.sum() < 3))
     # overlap of fan and region, both counted on a grid of every ``stride``-th pixel
     rs, ts = _polar(ev.sample[:, 0], ev.sample[:, 1], fan.apex_px, tilt)
     inter = float(np.count_nonzero((np.abs(ts) <= half) & (rs >= fan.radius_px[0]) & (rs <= fan.radius_px[1])))
@@ -556,7 +560,7 @@ def find_sector(grey: np.ndarray, roi: tuple[int, int, int, int] | None = None, 
         raise InputError(f"no imaging sector found ({_failure(max(candidates, key=_score))})")
     best = max(valid, key=_score)
     a, b = pairs[candidates.index(best)]
-    refined = _candidate(_refine_edge(a, best, pts), _refine_edge(b, best, pts), ev, 2.0 * r)
+    refined = _candidate(_refine_edge(a, best, pts), _refine_edge(b, best, pts), ev, 2.0 * r, shift=0.0)
     if refined is not None and _failure(refined) is None:
         best = refined
     if roi is not None and inside.mean() < 0.95:
