@@ -1,33 +1,41 @@
 """Finding the imaging sector (the fan) of a phased- or curvilinear-array echo, in pixels.
 
 A scanner's screen shows the fan on a dark background with text, an ECG trace, colour bars, icons,
-calipers and depth markers around it. The fan is found in four steps (``docs/echo_intake.md``):
+calipers and depth markers around it. The fan is found in five steps (``docs/echo_intake.md``):
 
-1. **Content map.** One frame as it is; for a cine, the 90th percentile of each pixel over time
-   (so a cavity that is dark in one frame is filled in by the others) with *static* bright pixels
-   removed (temporal std below :data:`STATIC_STD`: burnt-in text, markers and icons never change,
-   speckle always does).
-2. **Region.** Pixels brighter than the background by a small step (three grey levels, or three
-   times the background noise), closed and opened with a disk of about 1/120 of the image size
-   (speckle gaps closed; thin text, dotted depth markers and ECG lines cut off), holes filled, the
-   largest connected component kept. A DICOM ultrasound region box, when given, bounds the search.
-3. **Edges.** The region's boundary pixels (those on the image or region-box border excluded, so a
-   fan cut by the frame still works) go to a sequential RANSAC for straight lines; every pair of the
-   strongest lines that meets at an apex behind the region is a candidate fan, its depth the median,
-   over angular bins, of the region's largest radius in the bin. The candidate whose fan overlaps
-   the region best (IoU) wins.
-4. **Checks.** Both edges straight over a quarter of their length, the arc at one radius over 40 %
-   of the unclipped angular bins (this is what tells a fan from a rectangle or a photograph), the
-   region inside the fan (precision >= 0.85) and filling half of it (recall >= 0.5). Otherwise
-   :class:`~sono3d.errors.InputError` says which check failed.
+1. **Content map.** One frame as it is; for a cine, the 90th percentile of each pixel over (up to
+   16 of) its frames, so a cavity that is dark in one frame is filled in by the others, with
+   *static* pixels removed (temporal std below :data:`STATIC_STD`: burnt-in text, markers and icons
+   never change, speckle always does).
+2. **Region.** Pixels brighter than the background by 2.5 grey levels (or three times the
+   background's noise), closed and opened with a disk of about 1/120 of the image size (speckle
+   gaps closed; thin text, dotted depth markers and ECG lines cut off), holes filled. The largest
+   connected component is kept, with any piece at least 2 % of its size within 6 % of the image
+   size of it (a dark band across the fan splits it). A DICOM ultrasound region box bounds the search.
+3. **Edges.** The region's boundary pixels (those on the picture's border excluded, so a fan cut by
+   the frame still works) go to a sequential RANSAC for up to eight straight lines; near-parallel
+   lines a few pixels apart are merged (the outermost is the edge). Every pair that meets at an
+   apex behind the region is a candidate fan: its far radius is the one most angular bins of the
+   boundary end at, its near radius (curvilinear probes) where the boundary starts in bins it
+   crosses twice. Candidates that pass the checks below are ranked by how much of their outline
+   runs along the region's boundary, plus their IoU with the region, plus the weaker edge's
+   straight share. The winner's two edges are refitted to the outer envelope of the boundary near
+   them (:func:`_refine_edge`), which fixes the apex to a pixel or two on real captures.
+4. **Checks.** Both edges straight over a quarter of their length, the far arc at one radius in
+   40 % of the angular bins the picture does not cut (this is what tells a fan from a rectangle or
+   a photograph), 85 % of the region inside the fan and the fan at least half filled. Otherwise
+   :class:`~sono3d.errors.InputError` says which check failed for the best candidate.
+5. **DICOM depth.** With an ultrasound region box the far arc goes down to the box (the scanner's
+   imaged depth), also where the far field is black.
 
-Assumptions: square pixels; the fan is one connected bright-ish region larger than any overlay; its
-two side edges are straight and meet at the apex (phased array) or are cut by a probe-face arc
-(curvilinear, ``r_min > 0``); the background around it is darker than its dimmest speckle.
+Assumptions: square pixels; the fan is one bright-ish region (or a few pieces) larger than any
+overlay; its side edges are straight and meet at the apex; a curvilinear probe's face lies at least
+12 % of the depth below its virtual apex (a shorter dark gap is a phased array's near field); the
+background is darker than the fan's dimmest speckle over at least part of each edge.
 
-The two-point RANSAC and the Otsu-free threshold are written here (twenty lines each) rather than
-taken from scikit-image, which is only a development dependency of sono3d and whose RANSAC API is
-changing (``estimate`` deprecated for ``from_estimate`` in 0.26).
+The two-point RANSAC is written here (twenty lines) rather than taken from scikit-image, which is
+only a development dependency of sono3d and whose RANSAC API is changing (``estimate`` deprecated
+for ``from_estimate`` in 0.26).
 """
 
 from __future__ import annotations
