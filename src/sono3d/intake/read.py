@@ -32,9 +32,7 @@ from sono3d.io.atomic import full_suffix
 from sono3d.io.dicom import dicom_spacing_mm, open_dicom
 from sono3d.io.registry import IMAGE_SUFFIXES, VIDEO_SUFFIXES, reason
 from sono3d.io.sequences import frames_to_float
-# io's image loader (private there: a public name is for after the architecture pass)
-from sono3d.io.video import _load_image as load_image
-from sono3d.io.video import natural_key, video_frames
+from sono3d.io.video import load_image, natural_key, video_frames
 
 __all__ = ["EchoFrames", "read_echo", "read_npz", "source_kind", "COLOUR_CHROMA", "ARRAY_SUFFIXES",
            "DICOM_SUFFIXES"]

@@ -30,7 +30,7 @@ from sono3d.io.registry import IMAGE_SUFFIXES, reason
 from sono3d.io.sequences import frames_to_float
 from sono3d.types import Sweep
 
-__all__ = ["read_video", "read_image", "read_image_folder", "natural_key", "video_frames"]
+__all__ = ["read_video", "read_image", "read_image_folder", "natural_key", "video_frames", "load_image"]
 
 POSES_FILE = "poses.npy"
 
@@ -89,8 +89,14 @@ def read_video(path: str | Path, spacing_mm: tuple[float, float] | None = None) 
     return Sweep(frames=frames_to_float(stack, path), image_to_world=None, spacing_mm=_spacing(spacing_mm, meta), meta=meta)
 
 
-def _load_image(path: Path) -> np.ndarray:
+def load_image(path: str | Path) -> np.ndarray:
+    """One image file as stored (grey ``[H, W]`` or ``[H, W, C]``, C = 1, 3 or 4; dtype as in the file).
+
+    Raises :class:`FileFormatError` for a file that is not a readable grey or colour image.
+    """
     import imageio.v3 as iio
+
+    path = Path(path)
 
     try:
         a = np.asarray(iio.imread(str(path)))
@@ -104,7 +110,7 @@ def _load_image(path: Path) -> np.ndarray:
 def read_image(path: str | Path, spacing_mm: tuple[float, float] | None = None) -> Sweep:
     """Read one image as a one-frame Sweep (``meta['kind'] = 'image'``)."""
     path = Path(path)
-    a = _load_image(path)
+    a = load_image(path)
     meta: dict = {"source": str(path), "format": "image", "kind": "image"}
     return Sweep(frames=frames_to_float(a[None], path), image_to_world=None,
                  spacing_mm=_spacing(spacing_mm, meta), meta=meta)
@@ -117,7 +123,7 @@ def read_image_folder(folder: str | Path, spacing_mm: tuple[float, float] | None
                    key=lambda p: natural_key(p.name))
     if not files:
         raise FileFormatError(f"{folder}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
-    images = [_load_image(p) for p in files]
+    images = [load_image(p) for p in files]
     shapes = {im.shape[:2] for im in images}
     if len(shapes) != 1:
         raise FileFormatError(f"{folder}: images differ in size ({', '.join(f'{h}x{w}' for h, w in sorted(shapes))})")
