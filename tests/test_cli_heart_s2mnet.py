@@ -72,11 +72,15 @@ def test_predict_bad_input(runs, tmp_path):
     blank = echo.copy()
     blank[1, 4] = 0
     np.savez(tmp_path / "blank.npz", echo=blank)
+    missing = echo.copy()
+    missing[:, 4] = 0
+    np.savez(tmp_path / "missing.npz", echo=missing)
     run = str(runs["s2mnet"])
     cases = [
         ([run, str(tmp_path / "five.npz")], "shape"),
         ([run, str(tmp_path / "nan.npz")], "NaN"),
-        ([run, str(tmp_path / "blank.npz")], "missing view"),
+        ([run, str(tmp_path / "blank.npz")], "blank in phase es but not in the other"),
+        ([run, str(tmp_path / "missing.npz")], "trained with all six views"),
         ([run, str(tmp_path / "absent.npz")], "no such views file"),
         ([str(tmp_path), str(tmp_path / "five.npz")], "no checkpoint.pt"),
         ([str(runs["voxel"]), str(runs["cohort"] / "cases" / "00000" / "views.npz")], "'voxel' model"),

@@ -30,10 +30,11 @@ def test_dataset_targets_and_seeded_augmentation(cohort):
     tpl = arr.points.reshape(-1, V, 3).mean(0)
     ds = HeartViewsDataset(arr, "s2mnet", tpl, augment=Augment(), seed=5)
     assert len(ds) == 4
-    x, y = ds[3]
+    x, y, present = ds[3]
+    assert present.all()  # no view dropout by default
     assert x.shape == (6, 64, 64) and y.shape == (V, 3)
     assert torch.allclose(y, torch.from_numpy(arr.points[1, 1] - tpl))
-    x2, _ = ds[3]
+    x2, _, _ = ds[3]
     assert torch.equal(x, x2)  # same seed, epoch and index: same augmentation
     ds.set_epoch(1)
     assert not torch.equal(ds[3][0], x)

@@ -32,6 +32,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in RUN_DIR from its last checkpoint."),
     workers: int = typer.Option(None, "--workers", help="DataLoader worker processes (default: the config's)."),
     max_cases: int = typer.Option(None, "--max-cases", help="Use only the first N cases of the cohort."),
+    view_dropout: float = typer.Option(None, "--view-dropout", help="Probability that a training sample loses views "
+                                       "(so that predict accepts any non-empty subset of the six views)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Print a line per epoch on stderr."),
 ) -> None:
     """Train S2MNet or the voxel baseline on a cohort (80/10/10 split by case); resumable."""
@@ -43,7 +45,9 @@ def train(
         raise InputError(f"--workers must be >= 0, got {workers}")
     if max_cases is not None and max_cases < 3:
         raise InputError(f"--max-cases must be at least 3, got {max_cases}")
-    cfg = TrainConfig.preset(config, epochs=epochs, workers=workers, max_cases=max_cases)
+    if view_dropout is not None and not 0.0 <= view_dropout < 1.0:
+        raise InputError(f"--view-dropout must be in [0, 1), got {view_dropout}")
+    cfg = TrainConfig.preset(config, epochs=epochs, workers=workers, max_cases=max_cases, view_dropout=view_dropout)
     # On --resume the run's stored config wins (only --epochs may extend it).
     res = run_training(cohort_dir, run_dir, model, cfg if (not resume or epochs is not None) else None, seed=seed,
                        resume=resume, device=device, progress=progress)

@@ -46,6 +46,7 @@ import numpy as np
 from sono3d.errors import FileFormatError, InputError
 from sono3d.heart.cohort import read_case_mesh
 from sono3d.heart.template import load_template
+from sono3d.intake.read import read_npz
 from sono3d.io.atomic import atomic_path
 from sono3d.types import PHASES
 
@@ -63,6 +64,7 @@ __all__ = [
     "load_views",
     "resize_views",
     "voxel_box",
+    "drop_views",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -166,20 +168,20 @@ def resize_views(views: np.ndarray, size: int) -> np.ndarray:
 def load_views(path: str | os.PathLike[str], n_views: int = 6) -> dict[str, Any]:
     """Read and check a ``views.npz`` for prediction.
 
-    Accepts ``echo`` of shape ``[2, 6, H, W]`` (ED, ES) or ``[6, H, W]`` (one phase). Returns a dict
-    with ``echo`` float32 ``[P, 6, H, W]`` and ``poses`` ``[P, 6, 4, 4]`` or ``None``.
+    Accepts ``echo`` of shape ``[2, 6, H, W]`` (ED, ES) or ``[6, H, W]`` (one phase), and an optional
+    ``present [6]`` (bool; ``sono3d heart views`` writes it). A view is missing when ``present``
+    says so or when it is blank (one value) in every phase; missing views are set to zero. Returns
+    a dict with ``echo`` float32 ``[P, 6, H, W]``, ``present`` bool ``[6]`` and ``poses``
+    ``[P, 6, 4, 4]`` or ``None``.
 
-    Raises :class:`InputError` for a missing file or array, a wrong shape (including fewer than six
-    views), NaN or infinite pixels, or an all-blank view (a view that is missing).
+    Raises :class:`InputError` for a missing file or array, a wrong shape, NaN or infinite pixels,
+    no view at all, or a view blank in one phase but not the other; :class:`FileFormatError` for a
+    file that is not a numpy archive or that holds pickled objects (never unpickled).
     """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such views file")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except Exception as exc:  # noqa: BLE001 - zipfile/numpy raise many types on a corrupt file
-        raise FileFormatError(f"{p}: cannot read views ({' '.join(str(exc).split())[:100]})") from None
+    data = read_npz(p, f"echo images [2, {n_views}, H, W] or [{n_views}, H, W]")
     key = "echo" if "echo" in data else ("views" if "views" in data else None)
     if key is None:
         raise InputError(f"{p}: no 'echo' array (expected echo images [2, {n_views}, H, W] or [{n_views}, H, W])")
@@ -196,14 +198,24 @@ def load_views(path: str | os.PathLike[str], n_views: int = 6) -> dict[str, Any]
     echo = echo.astype(np.float32)
     if not np.isfinite(echo).all():
         raise InputError(f"{p}: echo views contain NaN or infinite pixels")
-    blank = [(ph, v) for ph in range(echo.shape[0]) for v in range(n_views) if np.ptp(echo[ph, v]) == 0]
-    if blank:
-        ph, v = blank[0]
-        raise InputError(f"{p}: view {v} of phase {PHASES[ph]} is blank (missing view); all {n_views} views are needed")
+    blank = np.array([[np.ptp(echo[ph, v]) == 0 for v in range(n_views)] for ph in range(echo.shape[0])])
+    present = ~blank.all(0)
+    if "present" in data:
+        given = np.asarray(data["present"])
+        if given.shape != (n_views,) or given.dtype != bool:
+            raise InputError(f"{p}: 'present' must be {n_views} booleans, got {given.dtype} {list(given.shape)}")
+        present &= given
+    half = np.flatnonzero(blank.any(0) & present)
+    if half.size:
+        v = int(half[0])
+        raise InputError(f"{p}: view {v} is blank in phase {PHASES[int(np.argmax(blank[:, v]))]} but not in the other")
+    if not present.any():
+        raise InputError(f"{p}: no views (every view is blank)")
+    echo[:, ~present] = 0.0
     if echo.max() > 1.0 + 1e-6 or echo.min() < -1e-6:
         # 8-bit or arbitrary-range images: bring them to [0, 1] like the training views
-        lo, hi = float(echo.min()), float(echo.max())
-        echo = (echo - lo) / (hi - lo)
+        lo, hi = float(echo[:, present].min()), float(echo[:, present].max())
+        echo = np.where(present[None, :, None, None], (echo - lo) / max(hi - lo, 1e-12), 0.0).astype(np.float32)
     poses = data.get("poses")
     if poses is not None:
         poses = np.asarray(poses, dtype=np.float64)
@@ -211,7 +223,7 @@ def load_views(path: str | os.PathLike[str], n_views: int = 6) -> dict[str, Any]
             poses = poses[None]
         if poses.shape != (echo.shape[0], n_views, 4, 4) or not np.isfinite(poses).all():
             poses = None  # poses are optional: without usable ones the meshes stay in the echo frame
-    return {"echo": echo, "poses": poses}
+    return {"echo": echo, "present": present, "poses": poses}
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,8 +394,23 @@ def augment_views(views: np.ndarray, rng: np.random.Generator, aug: Augment) -> 
     return out
 
 
+def drop_views(rng: np.random.Generator, n_views: int, p: float) -> np.ndarray:
+    """Presence flags ``[n_views]`` (bool) of one training sample under view dropout.
+
+    With probability ``p`` the sample loses views: each view is kept with probability 1/2 (so
+    every non-empty subset is equally likely; an empty draw keeps one view at random); otherwise
+    all views are present.
+    """
+    keep = np.ones(n_views, dtype=bool)
+    if p > 0 and rng.random() < p:
+        keep = rng.random(n_views) < 0.5
+        if not keep.any():
+            keep[rng.integers(n_views)] = True
+    return keep
+
+
 class HeartViewsDataset:
-    """A map-style ``torch`` dataset of (views ``[6, S, S]``, target) pairs, two per case.
+    """A map-style ``torch`` dataset of (views ``[6, S, S]``, target, presence ``[6]``) triples, two per case.
 
     Parameters
     ----------
@@ -397,16 +424,21 @@ class HeartViewsDataset:
     seed : int
         Augmentation draws use ``default_rng([seed, epoch, index])``, so they do not depend on the
         number of workers or on a restart; call :meth:`set_epoch` before each epoch.
+    view_dropout : float
+        Probability that a sample loses views (:func:`drop_views`, drawn from
+        ``default_rng([seed, epoch, index, 1])``); dropped views are blanked (zeros) and flagged 0.
     """
 
     def __init__(self, arrays: CohortArrays, kind: str, template: np.ndarray | None = None,
-                 occupancy: np.ndarray | None = None, augment: Augment | None = None, seed: int = 0) -> None:
+                 occupancy: np.ndarray | None = None, augment: Augment | None = None, seed: int = 0,
+                 view_dropout: float = 0.0) -> None:
         self.arrays = arrays
         self.kind = kind
         self.template = None if template is None else np.asarray(template, dtype=np.float32)
         self.occupancy = occupancy
         self.augment = augment or Augment(enabled=False)
         self.seed = int(seed)
+        self.view_dropout = float(view_dropout)
         self.epoch = 0
         if kind == "s2mnet" and self.template is None:
             raise InputError("an s2mnet dataset needs the template points")
@@ -419,16 +451,20 @@ class HeartViewsDataset:
     def __len__(self) -> int:
         return 2 * len(self.arrays.ids)
 
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
+    def __getitem__(self, index: int) -> tuple[Any, Any, Any]:
         import torch
 
         c, p = divmod(int(index), 2)
         views = self.arrays.echo[c, p]
         if self.augment.enabled:
             views = augment_views(views, np.random.default_rng([self.seed, self.epoch, int(index)]), self.augment)
+        present = drop_views(np.random.default_rng([self.seed, self.epoch, int(index), 1]), views.shape[0],
+                             self.view_dropout)
+        if not present.all():
+            views = views * present[:, None, None]
         x = torch.from_numpy(np.ascontiguousarray(views, dtype=np.float32))
         if self.kind == "s2mnet":
             y = torch.from_numpy(self.arrays.points[c, p] - self.template)
         else:
             y = torch.from_numpy(self.occupancy[c, p].astype(np.float32))
-        return x, y
+        return x, y, torch.from_numpy(present)

@@ -50,11 +50,19 @@ def lv_volumes_from_points(template: dict[str, np.ndarray], points: np.ndarray) 
     return lv_volume_ml(cavity, "divergence")
 
 
-def predict_views(run: LoadedRun, echo: np.ndarray) -> np.ndarray:
-    """Predicted vertices ``[P, V, 3]`` (mm, echo frame) of views ``[P, 6, H, W]`` in [0, 1]."""
+def predict_views(run: LoadedRun, echo: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+    """Predicted vertices ``[P, V, 3]`` (mm, echo frame) of views ``[P, 6, H, W]`` in [0, 1].
+
+    ``present [6]`` (bool, optional): the views given; the others are blanked. A run trained
+    without view dropout needs all six (:class:`InputError` otherwise).
+    """
     x = torch.from_numpy(np.ascontiguousarray(resize_views(echo, run.net_config.image_size)))
+    p = None
+    if present is not None and not np.all(present):
+        p = torch.from_numpy(np.asarray(present, dtype=bool)).float()[None].expand(len(x), -1).contiguous()
+        x = x * p[:, :, None, None]
     with torch.no_grad():
-        return run.model.predict_points(x).double().numpy()
+        return run.model.predict_points(x, p).double().numpy()
 
 
 def predict_files(run_dir: str | os.PathLike[str], views_path: str | os.PathLike[str],
@@ -70,7 +78,7 @@ def predict_files(run_dir: str | os.PathLike[str], views_path: str | os.PathLike
     run = load_run(run_dir, expect_kind="s2mnet")
     v = load_views(views_path, run.net_config.n_views)
     t0 = time.perf_counter()
-    pts = predict_views(run, v["echo"])
+    pts = predict_views(run, v["echo"], v["present"])
     frame = "echo"
     if v["poses"] is not None:
         pts = np.stack([from_frame(pts[p], echo_frame(v["poses"][p, 0])) for p in range(len(pts))])

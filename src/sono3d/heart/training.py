@@ -100,6 +100,10 @@ class TrainConfig:
         ``auto``, ``deformation`` or ``identity`` (see :mod:`sono3d.heart.data`).
     max_cases : int or None
         Use only the first ``max_cases`` cases of the cohort (sorted ids) before splitting.
+    view_dropout : float
+        Probability that a training sample loses views (blanked, presence flag 0; each view kept
+        with probability 1/2, at least one; :func:`sono3d.heart.data.drop_views`). Above 0 the network
+        takes presence flags (``NetConfig.view_presence``) and predicts from any non-empty subset.
     """
 
     net: str = "small"
@@ -120,6 +124,7 @@ class TrainConfig:
     workers: int = 0
     targets: str = "auto"
     max_cases: int | None = None
+    view_dropout: float = 0.0
 
     @classmethod
     def preset(cls, name: str = "small", **overrides: Any) -> "TrainConfig":
@@ -153,6 +158,8 @@ class TrainConfig:
             raise InputError(f"global_ridge must be positive, got {self.global_ridge}")
         if self.workers < 0:
             raise InputError(f"workers must be >= 0, got {self.workers}")
+        if not (0.0 <= self.view_dropout < 1.0):
+            raise InputError(f"view_dropout must be in [0, 1), got {self.view_dropout}")
 
 
 def _dist_info() -> tuple[int, int]:
@@ -221,7 +228,8 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
     elif resume:
         raise InputError(f"{run}: no checkpoint to resume from")
     config = config or TrainConfig.preset("small")
-    net = net_config(state, ckpt_path) if state is not None else NetConfig.preset(config.net)
+    net = net_config(state, ckpt_path) if state is not None else \
+        NetConfig.preset(config.net, view_presence=True if config.view_dropout > 0 else None)
 
     rank, world = _dist_info()
     distributed = world > 1
@@ -284,7 +292,7 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
     occ_train = voxel_targets(train_arr) if model_kind == "voxel" else None
     occ_val = voxel_targets(val_arr) if model_kind == "voxel" and val_arr is not None else None
     aug = Augment(enabled=config.augment, shift_px=config.shift_px)
-    ds_train = HeartViewsDataset(train_arr, model_kind, tpl_pts, occ_train, aug, seed)
+    ds_train = HeartViewsDataset(train_arr, model_kind, tpl_pts, occ_train, aug, seed, config.view_dropout)
     ds_val = HeartViewsDataset(val_arr, model_kind, tpl_pts, occ_val, None, seed) if val_arr is not None else None
 
     if state is None and net.global_code > 0:
@@ -294,7 +302,10 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
             y0 = torch.from_numpy(train_arr.points.reshape(-1, *train_arr.points.shape[2:]) - tpl_pts)
         else:
             y0 = torch.from_numpy(occ_train.reshape(-1, *occ_train.shape[2:])).float()
-        extra["global_init_explained"] = init_global_branch(model, views0, y0, lam=config.global_ridge)["explained"]
+        fit = init_global_branch(model, views0, y0, lam=config.global_ridge)
+        extra["global_init_explained"] = fit["explained"]
+        if "imputation" in fit:
+            extra["imputation"] = fit["imputation"]
         del views0, y0
     model.to(dev)
     if state is not None:
@@ -372,9 +383,9 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
             from tqdm import tqdm
 
             it = tqdm(it, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
-        for x, y in it:
+        for x, y, present in it:
             x, y = x.to(dev), y.to(dev)
-            pred = ddp_model(x)
+            pred = ddp_model(x, present.to(dev) if net.view_presence else None)
             loss = loss_of(pred, y, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -387,7 +398,7 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
             model.eval()
             vt, vc = 0.0, 0
             with torch.no_grad():
-                for x, y in loader(ds_val, list(range(len(ds_val))), 0):
+                for x, y, _ in loader(ds_val, list(range(len(ds_val))), 0):
                     x, y = x.to(dev), y.to(dev)
                     vt += float(loss_of(model(x), y, None)) * len(x) if model_kind == "voxel" else \
                         float(torch.mean((model(x) - y) ** 2)) * len(x)
