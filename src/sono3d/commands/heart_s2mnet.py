@@ -10,7 +10,9 @@ from sono3d.commands._common import print_json
 from sono3d.commands.report import HTML_HELP, write_page
 from sono3d.errors import InputError
 from sono3d.heart.evaluate import evaluate_split, write_evaluation
+from sono3d.heart.pose import PoseTrainConfig, train_pose
 from sono3d.heart.predict import predict_files
+from sono3d.heart.s2mnet import POSE_KIND
 from sono3d.heart.training import TrainConfig, train as run_training
 from sono3d.viz.clinical import evaluation_figures
 
@@ -24,7 +26,8 @@ def add_commands(heart_app: typer.Typer) -> None:
 def train(
     cohort_dir: Path = typer.Argument(..., help="A generated heart cohort (sono3d heart cohort)."),
     run_dir: Path = typer.Argument(..., help="Run folder: split, checkpoints and log are written here."),
-    model: str = typer.Option("s2mnet", "--model", help="s2mnet or voxel (the Pix2Vox-style baseline)."),
+    model: str = typer.Option("s2mnet", "--model", help="s2mnet, voxel (the Pix2Vox-style baseline) or pose (the "
+                              "view-plane regressor for overlays)."),
     config: str = typer.Option("small", "--config", help="small (2 CPU cores) or paper (ResNet50, GPU)."),
     epochs: int = typer.Option(None, "--epochs", help="Number of epochs (default: the config's)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
@@ -36,7 +39,7 @@ def train(
                                        "(so that predict accepts any non-empty subset of the six views)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Print a line per epoch on stderr."),
 ) -> None:
-    """Train S2MNet or the voxel baseline on a cohort (80/10/10 split by case); resumable."""
+    """Train S2MNet, the voxel baseline or the view-plane regressor on a cohort (80/10/10 split by case); resumable."""
     if config not in ("small", "paper", "tiny"):
         raise InputError(f"--config must be small or paper, got {config!r}")
     if epochs is not None and epochs < 1:
@@ -47,6 +50,17 @@ def train(
         raise InputError(f"--max-cases must be at least 3, got {max_cases}")
     if view_dropout is not None and not 0.0 <= view_dropout < 1.0:
         raise InputError(f"--view-dropout must be in [0, 1), got {view_dropout}")
+    if model == POSE_KIND:
+        if device != "cpu":
+            raise InputError("the pose model trains on the CPU only (--device cpu)")
+        if view_dropout is not None:
+            raise InputError("--view-dropout is an option of s2mnet and voxel runs, not of --model pose")
+        pcfg = PoseTrainConfig.preset(config, epochs=epochs, max_cases=max_cases)
+        res = train_pose(cohort_dir, run_dir, pcfg if (not resume or epochs is not None) else None, seed=seed,
+                         resume=resume, progress=progress)
+        res.pop("history", None)
+        print_json(res)
+        return
     cfg = TrainConfig.preset(config, epochs=epochs, workers=workers, max_cases=max_cases, view_dropout=view_dropout)
     # On --resume the run's stored config wins (only --epochs may extend it).
     res = run_training(cohort_dir, run_dir, model, cfg if (not resume or epochs is not None) else None, seed=seed,

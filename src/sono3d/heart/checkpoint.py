@@ -9,19 +9,23 @@ tensors and plain values only, so ``torch.load(weights_only=True)`` reads it:
 key         value
 =========== ==================================================================================
 format      :data:`CHECKPOINT_FORMAT`
-kind        ``"s2mnet"`` or ``"voxel"``
+kind        ``"s2mnet"``, ``"voxel"`` or ``"pose"`` (the view-plane regressor, :mod:`sono3d.heart.pose`)
 epoch       epochs done (1-based count)
 seed        the run's seed
 net         :class:`~sono3d.heart.s2mnet.NetConfig` as a dict
-train       :class:`~sono3d.heart.training.TrainConfig` as a dict
+train       :class:`~sono3d.heart.training.TrainConfig` (or the pose model's
+            :class:`~sono3d.heart.pose.PoseTrainConfig`) as a dict
 extra       ``displacement_scale_mm``, ``targets`` (``deformation`` / ``identity``), the voxel
-            baseline's ``box_centre`` and ``box_half`` (mm), ``global_init_explained``
-template    the template's record (:mod:`sono3d.heart.template`)
+            baseline's ``box_centre`` and ``box_half`` (mm), ``global_init_explained``,
+            ``imputation`` (view-dropout runs: the PPCA's rank, noise and explained variance)
+template    the template's record (:mod:`sono3d.heart.template`); ``{}`` for a pose model
 model       the model's ``state_dict``
 optimizer   AdamW's ``state_dict``
 scheduler   the learning-rate schedule's ``state_dict``
 rng         ``{"torch": torch.get_rng_state()}``
 history     one dict per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``lr``, ``seconds``
+input_check optional (S2MNet runs since issue 14): the training views' feature statistics of the
+            input check (:mod:`sono3d.heart.input_check`), written after the last epoch
 =========== ==================================================================================
 """
 
@@ -35,7 +39,7 @@ from typing import Any
 import torch
 
 from sono3d.errors import FileFormatError, InputError
-from sono3d.heart.s2mnet import NetConfig, build_model
+from sono3d.heart.s2mnet import POSE_KIND, NetConfig, build_model
 from sono3d.heart.template import record_arrays
 from sono3d.io.atomic import atomic_path
 
@@ -92,8 +96,10 @@ def net_config(state: dict[str, Any], path: str | os.PathLike[str]) -> NetConfig
 
 
 def build_run_model(kind: str, net: NetConfig, template_points: Any, extra: dict[str, Any]) -> torch.nn.Module:
-    """The untrained model of a run: S2MNet over ``template_points [V, 3]`` (mm) or the voxel
-    baseline over the box in ``extra``."""
+    """The untrained model of a run: S2MNet over ``template_points [V, 3]`` (mm), the voxel
+    baseline over the box in ``extra``, or the view-plane regressor (``"pose"``)."""
+    if kind == POSE_KIND:
+        return build_model(POSE_KIND, net)
     if kind == "s2mnet":
         return build_model("s2mnet", net, template_points=torch.as_tensor(template_points),
                            displacement_scale_mm=float(extra["displacement_scale_mm"]))
@@ -107,7 +113,9 @@ class LoadedRun:
     Attributes
     ----------
     template : dict of ndarray
-        The template's record (:mod:`sono3d.heart.template`) as numpy arrays.
+        The template's record (:mod:`sono3d.heart.template`) as numpy arrays (empty for a pose model).
+    state : dict
+        The whole checkpoint (its ``extra``, ``history``, ``input_check`` ...).
     """
 
     kind: str
@@ -117,6 +125,7 @@ class LoadedRun:
     targets: str
     epoch: int
     path: Path
+    state: dict[str, Any] | None = None
 
 
 def load_run(run_dir: str | os.PathLike[str] | None, expect_kind: str | None = None) -> LoadedRun:
@@ -140,11 +149,11 @@ def load_run(run_dir: str | os.PathLike[str] | None, expect_kind: str | None = N
     net = net_config(state, path)
     extra = state["extra"]
     tpl = record_arrays(state["template"])
-    model = build_run_model(kind, net, tpl["points"], extra)
+    model = build_run_model(kind, net, tpl.get("points"), extra)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError:
         raise InputError(f"{path}: its weights do not fit the network its config describes (a checkpoint of "
                          "another architecture; retrain it)") from None
     model.eval()
-    return LoadedRun(kind, model, net, tpl, str(extra.get("targets", "identity")), int(state["epoch"]), run)
+    return LoadedRun(kind, model, net, tpl, str(extra.get("targets", "identity")), int(state["epoch"]), run, state)

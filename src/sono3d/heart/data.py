@@ -243,6 +243,10 @@ class CohortArrays:
         Target vertices in each phase's echo frame (mm), in the template's vertex order.
     frames : ndarray [N, 2, 4, 4] float64
         World-from-echo transforms.
+    poses : ndarray [N, 2, 6, 4, 4] float64
+        The views' image_to_world matrices (world mm, for the stored views' size ``view_size``).
+    view_size : int
+        Edge (pixels) of the views as stored in the cohort (before resizing to ``S``).
     source : str
         ``"deformation"`` or ``"identity"``.
     template_mesh : pyvista.PolyData
@@ -255,6 +259,8 @@ class CohortArrays:
     frames: np.ndarray
     source: str
     template_mesh: Any
+    poses: np.ndarray | None = None
+    view_size: int = 0
 
 
 def _deformation_targets(cohort: Path, cid: str, templates: dict[str, Any]) -> np.ndarray:
@@ -289,7 +295,7 @@ def load_cohort_arrays(cohort_dir: str | os.PathLike[str], ids: list[str], size:
     if targets == "auto":
         has = all((cohort / "cases" / c / "deformation.npz").is_file() for c in ids)
         targets = "deformation" if has and ids else "identity"
-    echo, pts, frames = [], [], []
+    echo, pts, frames, all_poses = [], [], [], []
     template_mesh = None
     templates: dict[str, Any] = {}
     n_vert = None
@@ -324,9 +330,11 @@ def load_cohort_arrays(cohort_dir: str | os.PathLike[str], ids: list[str], size:
         echo.append(resize_views(e, size))
         pts.append(np.stack([to_frame(world[p], T[p]) for p in range(2)]).astype(np.float32))
         frames.append(T)
+        all_poses.append(poses)
     if template_mesh is None:
         raise InputError(f"{cohort}: no cases to load")
-    return CohortArrays(list(ids), np.stack(echo), np.stack(pts), np.stack(frames), targets, template_mesh)
+    return CohortArrays(list(ids), np.stack(echo), np.stack(pts), np.stack(frames), targets, template_mesh,
+                        np.stack(all_poses), int(e.shape[-1]))
 
 
 def _read_mesh(path: Path) -> Any:

@@ -36,14 +36,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sono3d.errors import InputError
 
-__all__ = ["NetConfig", "S2MNet", "VoxelNet", "ViewEncoder", "PixelImputer", "build_model", "init_global_branch",
-           "check_presence", "MODEL_KINDS"]
+__all__ = ["NetConfig", "S2MNet", "VoxelNet", "ViewEncoder", "PixelImputer", "PoseNet", "build_model",
+           "init_global_branch", "init_pose_pixels", "check_presence", "resnet_trunk", "encoder_input", "MODEL_KINDS",
+           "POSE_KIND"]
 
 _RESNET_LAYOUT = {
     "resnet10": ("basic", [1, 1, 1, 1]),
@@ -52,7 +54,8 @@ _RESNET_LAYOUT = {
     "resnet50": ("bottleneck", [3, 4, 6, 3]),
 }
 
-MODEL_KINDS = ("s2mnet", "voxel")
+MODEL_KINDS = ("s2mnet", "voxel")  # the kinds sono3d.heart.training trains
+POSE_KIND = "pose"  # the view-plane regressor (sono3d.heart.pose trains it)
 
 
 @dataclass
@@ -203,6 +206,30 @@ def _with_coords(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, torch.stack([xx, yy])[None].expand(N, -1, -1, -1)], dim=1)
 
 
+def resnet_trunk(config: NetConfig, n_input: int) -> tuple[nn.Sequential, nn.Sequential, int]:
+    """A MONAI 2D ResNet (``config.encoder``, ``config.width``) without its pooling head.
+
+    Returns the stem (7x7 convolution, batch norm, ReLU, max pool), the four residual stages (the
+    last at stride 1 when ``config.encoder_stride`` is 16) and the trunk's output channels.
+    """
+    from monai.networks.nets import ResNet
+
+    block, layers = _RESNET_LAYOUT[config.encoder]
+    planes = [max(8, int(round(p * config.width))) for p in (64, 128, 256, 512)]
+    trunk = ResNet(block=block, layers=layers, block_inplanes=planes, spatial_dims=2, n_input_channels=n_input,
+                   conv1_t_size=7, conv1_t_stride=2, feed_forward=False, num_classes=1)
+    if config.encoder_stride == 16:
+        # The last stage keeps its input's resolution: its first block's strided convolutions
+        # (3x3 and the 1x1 shortcut) become stride 1; the weights' shapes do not change.
+        for m in trunk.layer4[0].modules():
+            if isinstance(m, nn.Conv2d) and m.stride == (2, 2):
+                m.stride = (1, 1)
+    # Keep the convolutional trunk only: the avgpool/fc head would throw the spatial layout away.
+    stem = nn.Sequential(trunk.conv1, trunk.bn1, trunk.act, trunk.maxpool)
+    stages = nn.Sequential(trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4)
+    return stem, stages, planes[3] * (4 if block == "bottleneck" else 1)
+
+
 class ViewEncoder(nn.Module):
     """Shared 2D encoder: a MONAI ResNet trunk (no pooling head) then three 2D convolutions.
 
@@ -213,26 +240,11 @@ class ViewEncoder(nn.Module):
 
     def __init__(self, config: NetConfig) -> None:
         super().__init__()
-        from monai.networks.nets import ResNet
-
-        block, layers = _RESNET_LAYOUT[config.encoder]
-        planes = [max(8, int(round(p * config.width))) for p in (64, 128, 256, 512)]
         self.coords = bool(config.coord_channels)
         extra = 2 if self.coords else 0
         # with view_presence, the view's presence flag is a second (constant) image channel
         n_in = 2 if config.view_presence else 1
-        trunk = ResNet(block=block, layers=layers, block_inplanes=planes, spatial_dims=2, n_input_channels=n_in + extra,
-                       conv1_t_size=7, conv1_t_stride=2, feed_forward=False, num_classes=1)
-        if config.encoder_stride == 16:
-            # The last stage keeps its input's resolution: its first block's strided convolutions
-            # (3x3 and the 1x1 shortcut) become stride 1; the weights' shapes do not change.
-            for m in trunk.layer4[0].modules():
-                if isinstance(m, nn.Conv2d) and m.stride == (2, 2):
-                    m.stride = (1, 1)
-        # Keep the convolutional trunk only: the avgpool/fc head would throw the spatial layout away.
-        self.stem = nn.Sequential(trunk.conv1, trunk.bn1, trunk.act, trunk.maxpool)
-        self.layers = nn.Sequential(trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4)
-        out_ch = planes[3] * (4 if block == "bottleneck" else 1)
+        self.stem, self.layers, out_ch = resnet_trunk(config, n_in + extra)
         mid = max(32, out_ch // 2)
         self.head = nn.Sequential(
             nn.Conv2d(out_ch + extra, mid, 3, padding=1), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
@@ -565,6 +577,94 @@ class VoxelNet(nn.Module):
         return logits
 
 
+class PoseNet(nn.Module):
+    """The view-plane regressor (the heart paper's section 5.3): one view to its plane in the echo frame.
+
+    A ResNet trunk (:func:`resnet_trunk`, with coordinate channels when ``config.coord_channels``),
+    its feature map average-pooled to 4x4 (which keeps where things are) and flattened, then two
+    branches of three fully connected layers: one gives the plane's three angles, the other the
+    position of its sector apex. Each branch has one output row per view kind (A4C ... apical SAX),
+    chosen by the view's index, so one network serves the six views.
+
+    Outputs are normalised per view kind ``v``:
+
+    * angles ``a`` (3): the plane's rotation is ``R = rotation_mean[v] @ euler_to_matrix(a * angle_scale)``
+      (radians in :func:`sono3d.geometry.transforms.euler_to_matrix`, ``R = Rz Ry Rx``; columns:
+      the image's column direction, its row direction (the beam), the normal), ``rotation_mean[v]``
+      the training views' mean rotation of that kind;
+    * position ``q`` (3): the sector apex is ``position_mean[v] + q * position_scale[v]`` (mm).
+
+    To the branches a linear pixel term is added (as S2MNet's global branch): the view area-averaged
+    to ``config.global_code_px`` pixels, times a per-kind matrix fitted in closed form by ridge
+    regression on the training views (:func:`init_pose_pixels`; buffers, not trained). The
+    branches' last layers start at zero, so training starts from that fit and learns what it leaves.
+    """
+
+    POOL = 4
+
+    def __init__(self, config: NetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.coords = bool(config.coord_channels)
+        self.stem, self.layers, ch = resnet_trunk(config, 1 + (2 if self.coords else 0))
+        V = config.n_views
+        n = ch * self.POOL ** 2
+
+        def branch() -> nn.Sequential:
+            b = nn.Sequential(nn.Linear(n + V, 256), nn.ReLU(inplace=True), nn.Linear(256, 128), nn.ReLU(inplace=True),
+                              nn.Linear(128, 3 * V))
+            nn.init.zeros_(b[-1].weight)
+            nn.init.zeros_(b[-1].bias)
+            return b
+
+        self.angles = branch()
+        self.position = branch()
+        px = config.global_code_px
+        self.register_buffer("pixel_weight", torch.zeros(V, 6, px * px))
+        self.register_buffer("pixel_bias", torch.zeros(V, 6))
+        self.register_buffer("rotation_mean", torch.eye(3).repeat(V, 1, 1))
+        self.register_buffer("position_mean", torch.zeros(V, 3))
+        self.register_buffer("position_scale", torch.ones(V, 3))
+        self.register_buffer("angle_scale", torch.tensor(float(np.radians(3.0))))
+
+    def pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """Centred, area-averaged pixels ``[B, px * px]`` of views ``[B, 1, H, W]``."""
+        px = self.config.global_code_px
+        x = images if images.shape[-1] == px and images.shape[-2] == px else F.adaptive_avg_pool2d(images, px)
+        return x.flatten(1) - 0.5
+
+    def forward(self, images: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        """Normalised angles and position ``[B, 6]`` of views ``[B, 1, H, W]`` of kinds ``view [B]`` (int)."""
+        if images.ndim != 4 or images.shape[1] != 1:
+            raise InputError(f"views must have shape [B, 1, H, W], got {tuple(images.shape)}")
+        view = torch.as_tensor(view, dtype=torch.long, device=images.device)
+        if view.shape != (len(images),) or bool((view < 0).any()) or bool((view >= self.config.n_views).any()):
+            raise InputError(f"view kinds must be {len(images)} integers in [0, {self.config.n_views})")
+        x = _with_coords(images) if self.coords else images
+        f = F.adaptive_avg_pool2d(self.layers(self.stem(x)), self.POOL).flatten(1)
+        f = torch.cat([f, F.one_hot(view, self.config.n_views).to(f.dtype)], dim=1)
+        rows = torch.arange(len(images), device=images.device)
+        a = self.angles(f).reshape(len(images), -1, 3)[rows, view]
+        q = self.position(f).reshape(len(images), -1, 3)[rows, view]
+        lin = torch.einsum("bkp,bp->bk", self.pixel_weight[view], self.pixels(images)) + self.pixel_bias[view]
+        return torch.cat([a, q], dim=1) + lin
+
+
+@torch.no_grad()
+def init_pose_pixels(model: PoseNet, images: torch.Tensor, view: torch.Tensor, targets: torch.Tensor,
+                     lam: float = 3.0) -> None:
+    """Closed-form start of :class:`PoseNet`'s linear pixel term: one ridge regression per view kind
+    from the area-averaged pixels of ``images [N, 1, H, W]`` to the normalised ``targets [N, 6]``."""
+    x = model.pixels(images.float())
+    for v in range(model.config.n_views):
+        m = view == v
+        if int(m.sum()) < 2:
+            continue
+        W, b = _ridge(x[m], targets[m].double(), lam)
+        model.pixel_weight[v].copy_(W.float())
+        model.pixel_bias[v].copy_(b.float())
+
+
 @dataclass
 class ModelSpec:
     """What a checkpoint needs to rebuild its network."""
@@ -575,13 +675,15 @@ class ModelSpec:
 
 
 def build_model(kind: str, config: NetConfig, **kwargs: torch.Tensor | float) -> nn.Module:
-    """``S2MNet`` (needs ``template_points``, optional ``displacement_scale_mm``) or ``VoxelNet``
-    (needs ``box_centre`` and ``box_half``)."""
+    """``S2MNet`` (needs ``template_points``, optional ``displacement_scale_mm``), ``VoxelNet``
+    (needs ``box_centre`` and ``box_half``) or ``PoseNet`` (``"pose"``, needs nothing)."""
+    if kind == POSE_KIND:
+        return PoseNet(config)
     if kind == "s2mnet":
         return S2MNet(config, kwargs["template_points"], float(kwargs.get("displacement_scale_mm", 10.0)))
     if kind == "voxel":
         return VoxelNet(config, kwargs["box_centre"], kwargs["box_half"])
-    raise InputError(f"unknown model '{kind}' (known: {', '.join(MODEL_KINDS)})")
+    raise InputError(f"unknown model '{kind}' (known: {', '.join(MODEL_KINDS + (POSE_KIND,))})")
 
 
 def _ridge(x: torch.Tensor, z: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -53,7 +53,7 @@ from sono3d.heart.template import record_faces, template_record
 from sono3d.io.atomic import atomic_path
 from sono3d.types import PHASES
 
-__all__ = ["TrainConfig", "train"]
+__all__ = ["TrainConfig", "train", "lr_schedule"]
 
 
 @dataclass
@@ -169,7 +169,9 @@ def _dist_info() -> tuple[int, int]:
         return 0, 1
 
 
-def _lr_factor(config: TrainConfig, steps_per_epoch: int):  # noqa: ANN202
+def lr_schedule(config: Any, steps_per_epoch: int):  # noqa: ANN202
+    """Learning-rate factor per step: linear warm-up over ``config.warmup_epochs``, then a cosine
+    decay to ``config.final_lr_ratio`` at ``config.epochs`` (for ``torch.optim.lr_scheduler.LambdaLR``)."""
     total = max(1, config.epochs * steps_per_epoch)
     warm = config.warmup_epochs * steps_per_epoch
 
@@ -325,7 +327,7 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
     n_train = len(ds_train)
     per_rank = math.ceil(n_train / world)
     steps_per_epoch = max(1, math.ceil(per_rank / config.batch_size))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(config, steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(config, steps_per_epoch))
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if state is not None:
