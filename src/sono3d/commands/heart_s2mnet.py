@@ -11,7 +11,13 @@ from sono3d.commands.report import HTML_HELP, write_page
 from sono3d.errors import InputError
 from sono3d.heart.evaluate import evaluate_split, write_evaluation
 from sono3d.heart.pose import PoseTrainConfig, train_pose
-from sono3d.heart.predict import predict_files
+from sono3d.heart.checkpoint import load_run
+from sono3d.heart.data import load_views
+from sono3d.heart.overlay import OVERLAY_LABELS
+from sono3d.heart.predict import input_check_line, predict_arrays, require_in_distribution, write_prediction
+from sono3d.heart.views_intake import intake_views, parse_depths, views_arrays, write_views
+from sono3d.simulate.echo_views import VIEW_NAMES, ViewOptions
+from sono3d.viz.overlay import overlay_figure
 from sono3d.heart.s2mnet import POSE_KIND
 from sono3d.heart.training import TrainConfig, train as run_training
 from sono3d.viz.clinical import evaluation_figures
@@ -69,17 +75,98 @@ def train(
     print_json(res)
 
 
+def _view_option(flag: str, name: str) -> Path | None:
+    return typer.Option(None, flag, help=f"{name}: an image, a folder of images, a video or a DICOM file.",
+                        show_default=False)
+
+
 def predict(
-    run_dir: Path = typer.Argument(..., help="A trained S2MNet run folder."),
-    views: Path = typer.Argument(..., help="views.npz with echo [2, 6, H, W] (ED, ES) or [6, H, W]; poses optional."),
-    out_dir: Path = typer.Argument(..., help="Output folder for heart_ed.vtp, heart_es.vtp and report.json."),
+    paths: list[Path] = typer.Argument(..., help="RUN_DIR OUT_DIR (views from --views or the view files), or the "
+                                       "older RUN_DIR VIEWS.npz OUT_DIR.", metavar="RUN_DIR [VIEWS.npz] OUT_DIR"),
+    views: Path = typer.Option(None, "--views", help="views.npz (sono3d heart views, or a cohort case's): echo "
+                               "[2, 6, H, W] (ED, ES) or [6, H, W]; blank views are missing."),
+    a4c: Path = _view_option("--a4c", "Apical four-chamber view"),
+    a2c: Path = _view_option("--a2c", "Apical two-chamber view"),
+    a3c: Path = _view_option("--a3c", "Apical three-chamber (long-axis) view"),
+    sax_basal: Path = _view_option("--sax-basal", "Basal short-axis view"),
+    sax_mid: Path = _view_option("--sax-mid", "Mid short-axis view"),
+    sax_apical: Path = _view_option("--sax-apical", "Apical short-axis view"),
+    pose_run: Path = typer.Option(None, "--pose-run", help="A view-plane regressor run (train --model pose): writes "
+                                  "overlay.png, the predicted heart's contours on each view."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse (exit 2) views the input check calls out of the "
+                                "training distribution (default: a one-line warning)."),
+    ed_frame: int = typer.Option(None, "--ed-frame", help="End-diastole frame of every loop (default: largest cavity)."),
+    es_frame: int = typer.Option(None, "--es-frame", help="End-systole frame of every loop (default: smallest cavity)."),
+    depth_mm: str = typer.Option(None, "--depth-mm", help="Depth shown on the scanner, for files without a pixel size: "
+                                 "one value in mm (150) or per view (a4c=150,a2c=190). Default 160 mm."),
+    mirror: bool = typer.Option(False, "--mirror", help="Mirror every view left-right."),
     html: bool = typer.Option(True, "--html/--no-html", help=HTML_HELP),
 ) -> None:
-    """Predict the heart mesh(es), LV volumes and EF from six echo views."""
-    rep = predict_files(run_dir, views, out_dir)
+    """Heart mesh(es), LV volumes and EF from echo views: a views.npz or the recordings themselves.
+
+    Any non-empty subset of the six views is accepted by a run trained with --view-dropout. From
+    recordings, the views are taken in first (views.npz and views.png in OUT_DIR, as sono3d heart
+    views writes them). report.json holds the volumes, EF (ED and ES given), the input check and,
+    with --pose-run, the regressed view planes.
+    """
+    files = {"a4c": a4c, "a2c": a2c, "a3c": a3c, "sax_basal": sax_basal, "sax_mid": sax_mid, "sax_apical": sax_apical}
+    given = {k: v for k, v in files.items() if v is not None}
+    if len(paths) == 3:
+        if views is not None:
+            raise InputError("give the views file once: as the middle argument or with --views")
+        run_dir, views, out_dir = paths
+    elif len(paths) == 2:
+        run_dir, out_dir = paths
+    else:
+        raise InputError(f"expected RUN_DIR [VIEWS.npz] OUT_DIR, got {len(paths)} arguments")
+    if out_dir.suffix.lower() == ".npz":
+        raise InputError(f"{out_dir}: OUT_DIR is a folder (is the views file in the wrong place?)")
+    if views is not None and given:
+        raise InputError("give either a views file or view recordings (--a4c ...), not both")
+    if views is None and not given:
+        raise InputError("no views: give a views.npz (--views) or recordings (--a4c, --a2c, ..., --sax-apical)")
+    run = load_run(run_dir, expect_kind="s2mnet")
+    pose = load_run(pose_run, expect_kind=POSE_KIND) if pose_run is not None else None
+    intake = None
+    if given:
+        intake = intake_views(given, options=ViewOptions(), depth_mm=parse_depths(depth_mm), ed_frame=ed_frame,
+                              es_frame=es_frame, mirror=mirror)
+        for w in intake.warnings:
+            typer.echo(f"warning: {w}", err=True)
+        arrays = views_arrays(intake)
+    else:
+        arrays = load_views(views, run.net_config.n_views)
+    views_file = out_dir / "views.npz" if intake is not None else views
+    prediction = predict_arrays(run, arrays, pose, source=views_file)
+    if strict:
+        require_in_distribution(prediction)
+    line = input_check_line(prediction.report["input_check"])
+    if line:
+        typer.echo(f"warning: {line}", err=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    extra: list[str] = []
+    if intake is not None:
+        write_views(out_dir / "views.npz", intake)
+        extra += ["views.npz", "views.png"]
+    if prediction.overlay is not None:
+        overlay_figure(prediction.echo, prediction.overlay, prediction.present, VIEW_NAMES, prediction.phase_names,
+                       OVERLAY_LABELS, out_dir / "overlay.png", title=_overlay_title(prediction.report))
+        extra.append("overlay.png")
+    rep = write_prediction(prediction, out_dir, tuple(extra))
     if html:
-        rep["html"] = write_page(out_dir, views=views)
+        rep["html"] = write_page(out_dir, views=views_file)
     print_json(rep)
+
+
+def _overlay_title(report: dict) -> str:
+    vols = [f"{k.replace('lv_', 'LV ').replace('_ml', '')} {report[k]:.0f} mL"
+            for k in ("lv_volume_ml", "lv_edv_ml", "lv_esv_ml") if k in report]
+    if "ef" in report:
+        vols.append(f"EF {report['ef']:.0f} %")
+    check = report["input_check"]
+    verdict = ("input check unavailable" if not check.get("available") else
+               f"input check: {'in' if check['in_distribution'] else 'OUT of'} distribution (score {check['score']:.2f})")
+    return ", ".join(vols) + "; " + verdict
 
 
 def evaluate(
@@ -91,17 +178,26 @@ def evaluate(
     resolution: int = typer.Option(128, "--resolution", help="Voxels per axis of the IoU grid."),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Write the Bland-Altman and IoU figures."),
     html: bool = typer.Option(True, "--html/--no-html", help=HTML_HELP),
+    views: str = typer.Option(None, "--views", help="Evaluate from a subset of the views only, e.g. a4c,a2c (a run "
+                              "trained with --view-dropout)."),
+    pose_run: Path = typer.Option(None, "--pose-run", help="A view-plane regressor run: plane errors and the overlay's "
+                                  "LV Dice."),
 ) -> None:
     """IoU@128³, vertex MSE, Chamfer/Hausdorff, LV volumes, EF error and correlation on a split."""
     if resolution < 8 or resolution > 512:
         raise InputError(f"--resolution must be between 8 and 512, got {resolution}")
-    evaluation = evaluate_split(run_dir, cohort_dir, split=split, baseline=baseline, resolution=resolution)
+    subset = None if views is None else views.split(",")
+    evaluation = evaluate_split(run_dir, cohort_dir, split=split, baseline=baseline, resolution=resolution, views=subset,
+                                pose=pose_run)
     write_evaluation(evaluation, out_dir)
     if figures:
         evaluation_figures(evaluation.rows, out_dir, resolution=resolution)
     rep = evaluation.report
     keys = ("n_cases", "iou128", "vertex_mse", "chamfer_mm", "ef_mae", "ef_pearson")
     summary = {k: rep.get(k) for k in keys}
+    for k in ("views", "pose", "overlay"):
+        if k in rep:
+            summary[k] = rep[k] if k == "views" else {m: v for m, v in rep[k].items() if m != "per_view"}
     if "baseline" in rep:
         summary["baseline"] = {k: rep["baseline"].get(k) for k in keys if k in rep["baseline"]}
     if html:

@@ -60,7 +60,8 @@ CHECKPOINT_FORMAT = "sono3d-s2mnet-run-1"
 
 def save_checkpoint(path: str | os.PathLike[str], *, kind: str, epoch: int, seed: int, net: NetConfig,
                     train: dict[str, Any], extra: dict[str, Any], template: dict[str, Any], model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, scheduler: Any, history: list[dict[str, Any]]) -> None:
+                    optimizer: torch.optim.Optimizer, scheduler: Any, history: list[dict[str, Any]],
+                    input_check: dict[str, Any] | None = None) -> None:
     """Write a checkpoint (see the module notes) atomically; the torch RNG state is taken now."""
     state = {
         "format": CHECKPOINT_FORMAT, "kind": kind, "epoch": int(epoch), "seed": int(seed),
@@ -68,6 +69,8 @@ def save_checkpoint(path: str | os.PathLike[str], *, kind: str, epoch: int, seed
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "rng": {"torch": torch.get_rng_state()}, "history": history,
     }
+    if input_check is not None:
+        state["input_check"] = input_check
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

@@ -23,6 +23,17 @@ Other figures
   correlation of predicted EF with predicted GLS beside the truth's (the paper's Table 3 check;
   :func:`sono3d.heart.strain.strain_agreement`).
 
+Fewer views (``views``): the other views are blanked and flagged missing (a run trained with
+view dropout); every figure is then that subset's.
+
+Overlays (``pose``, a view-plane regressor run, :mod:`sono3d.heart.pose`): each given view's plane
+is regressed from the view; ``pose`` reports the median geodesic angle error (degrees) and apex
+distance (mm) against the true planes, per view and over the views other than A4C (which defines
+the echo frame, so its true plane is a constant); ``overlay`` the Dice overlap of the LV blood pool
+between the predicted mesh sliced on the regressed plane and the true label image, inside the
+view's sector (:mod:`sono3d.heart.overlay`), and the same on the true plane (``dice_true_plane``:
+the mesh's share of the error).
+
 All meshes are compared in each phase's echo frame (``sono3d.heart.data``), where the network
 predicts them. :func:`evaluate_split` computes; :func:`write_evaluation` writes ``report.json`` and
 ``cases.csv``; the figures are drawn from the rows by :func:`sono3d.viz.clinical.evaluation_figures`.
@@ -34,6 +45,7 @@ import csv
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +56,7 @@ import torch
 from sono3d.errors import InputError
 from sono3d.heart.checkpoint import load_run
 from sono3d.heart.clinical import agreement, ejection_fraction, lv_volume_ml
-from sono3d.heart.cohort import read_manifest
+from sono3d.heart.cohort import load_case, read_manifest
 from sono3d.heart.data import SPLITS, load_cohort_arrays, read_split, resize_views
 from sono3d.heart.occupancy import (
     boundary_points,
@@ -55,12 +67,16 @@ from sono3d.heart.occupancy import (
     surface_components,
     union_box,
 )
+from sono3d.heart.overlay import label_dice, sector_masks, slice_views, template_layers
+from sono3d.heart.pose import plane_errors, predict_planes, view_planes
 from sono3d.heart.predict import predict_views
+from sono3d.heart.s2mnet import POSE_KIND
 from sono3d.heart.strain import global_strains_pct, strain_agreement
 from sono3d.heart.template import lv_cavity_with, record_faces
 from sono3d.io.atomic import atomic_path
 from sono3d.metrics.stats import mae
 from sono3d.metrics.surface import iou as iou_of, surface_distances
+from sono3d.simulate.echo_views import VIEW_NAMES
 from sono3d.types import PHASES
 
 # The occupancy functions (sono3d.heart.occupancy) are re-exported: they lived here before.
@@ -74,6 +90,7 @@ __all__ = [
     "occupancy",
     "grid_centres",
     "union_box",
+    "view_subset",
 ]
 
 
@@ -117,14 +134,19 @@ def _summary(values: list[float]) -> dict[str, float] | None:
 
 def evaluate_split(run_dir: str | os.PathLike[str], cohort_dir: str | os.PathLike[str], split: str = "test",
                    baseline: str | os.PathLike[str] | None = None, resolution: int = 128,
-                   max_cases: int | None = None) -> Evaluation:
+                   max_cases: int | None = None, views: Sequence[str] | None = None,
+                   pose: str | os.PathLike[str] | None = None) -> Evaluation:
     """Evaluate an S2MNet run (and optionally a voxel baseline run) on a split of a cohort.
 
-    Writes nothing; see the module notes for each figure of the report.
+    ``views``: evaluate from this subset of :data:`VIEW_NAMES` only; ``pose``: a view-plane
+    regressor run, for the plane errors and overlay Dice. Writes nothing; see the module notes
+    for each figure of the report.
     """
     if split not in SPLITS:
         raise InputError(f"split must be train, val or test, got {split!r}")
+    present = view_subset(views)
     run = load_run(run_dir, expect_kind="s2mnet")
+    pose_run = load_run(pose, expect_kind=POSE_KIND) if pose is not None else None
     base = load_run(baseline, expect_kind="voxel") if baseline is not None else None
     ids = read_split(run_dir)[split]
     if max_cases is not None:
@@ -146,20 +168,29 @@ def evaluate_split(run_dir: str | os.PathLike[str], cohort_dir: str | os.PathLik
         raise InputError(f"{run_dir}: the template carries no LV cavity, so no volumes or EF can be computed")
     R = int(resolution)
     rows: list[dict[str, Any]] = []
+    overlay_rows: list[dict[str, np.ndarray]] = []
     per_method = {"s2mnet": {"iou": [], "mse": [], "err": [], "chamfer": [], "hausdorff": [], "chamfer_occ": [],
                              "vol": {}},
                   "baseline": {"iou": [], "chamfer": [], "hausdorff": [], "vol": {}}}
     t_infer = []
     torch_threads = torch.get_num_threads()
+    layers = template_layers(run.template) if pose_run is not None else None
     for ci, cid in enumerate(ids):
         t0 = time.perf_counter()
-        pred = predict_views(run, arrays.echo[ci])  # [2, V, 3] from views [2, 6, S, S]
+        pred = predict_views(run, arrays.echo[ci], present)  # [2, V, 3] from views [2, 6, S, S]
         t_infer.append(time.perf_counter() - t0)  # both phases, one batch
+        if pose_run is not None:
+            overlay_rows.append(_overlay_case(cohort_dir, cid, pose_run, layers, arrays.echo[ci], present, pred,
+                                              arrays.points[ci]))
         prob = None
         if base is not None:
             bviews = torch.from_numpy(np.ascontiguousarray(resize_views(arrays.echo[ci], base.net_config.image_size)))
+            bp = None
+            if not present.all():
+                bp = torch.from_numpy(present).float()[None].expand(len(bviews), -1).contiguous()
+                bviews = bviews * bp[:, :, None, None]
             with torch.no_grad():
-                prob = torch.sigmoid(base.model(bviews)).numpy()  # [2, C, r, r, r]
+                prob = torch.sigmoid(base.model(bviews, bp)).numpy()  # [2, C, r, r, r]
         row: dict[str, Any] = {"id": cid}
         vols: dict[str, dict[str, float]] = {}
         for p, ph in enumerate(PHASES):
@@ -229,7 +260,7 @@ def evaluate_split(run_dir: str | os.PathLike[str], cohort_dir: str | os.PathLik
     s = per_method["s2mnet"]
     report: dict[str, Any] = {
         "run": str(run_dir), "cohort": str(cohort_dir), "split": split, "n_cases": len(ids),
-        "resolution": R,
+        "resolution": R, "views": [v for v, p in zip(VIEW_NAMES, present) if p],
         "iou128": _summary(s["iou"]),
         "vertex_mse": float(np.mean(s["mse"])), "vertex_mse_units": "mm^2 (mean over vertices and x, y, z)",
         "vertex_error_mm": float(np.mean(s["err"])),
@@ -245,6 +276,14 @@ def evaluate_split(run_dir: str | os.PathLike[str], cohort_dir: str | os.PathLik
         report["strain"]["gcs_mae"] = float(np.mean([abs(r["gcs_s2mnet"] - r["gcs_true"]) for r in rows]))
     report["delaunay"] = {**_volume_stats({"ef": [r["ef_s2mnet_delaunay"] for r in rows]}, ef_true),
                           "volumes": _volume_report(rows, "s2mnet_delaunay")}
+    if pose_run is not None:
+        report.update(_overlay_report(overlay_rows, present, str(pose)))
+        for row, o in zip(rows, overlay_rows):
+            for j, v in enumerate(VIEW_NAMES):
+                if present[j]:
+                    row[f"dice_lv_{v}"] = float(np.nanmean(o["dice"][:, j]))
+                    row[f"angle_err_{v}"] = float(np.mean(o["angle"][:, j]))
+                    row[f"position_err_{v}"] = float(np.mean(o["position"][:, j]))
     if base is not None:
         b = per_method["baseline"]
         bl: dict[str, Any] = {"run": str(baseline), "iou128": _summary(b["iou"]), "vertex_mse": None,
@@ -259,6 +298,67 @@ def evaluate_split(run_dir: str | os.PathLike[str], cohort_dir: str | os.PathLik
     return Evaluation(report, rows)
 
 
+def view_subset(views: Sequence[str] | None) -> np.ndarray:
+    """Presence flags ``[6]`` of a subset of :data:`VIEW_NAMES` (``None``: all six)."""
+    if views is None:
+        return np.ones(len(VIEW_NAMES), dtype=bool)
+    names = [str(v).strip().replace("-", "_") for v in views if str(v).strip()]
+    unknown = [v for v in names if v not in VIEW_NAMES]
+    if unknown:
+        raise InputError(f"unknown view {unknown[0]!r} (views: {', '.join(VIEW_NAMES)})")
+    if not names:
+        raise InputError("the view subset is empty")
+    return np.array([v in names for v in VIEW_NAMES])
+
+
+def _overlay_case(cohort_dir: str | os.PathLike[str], cid: str, pose_run: Any, layers: Any, echo: np.ndarray,
+                  present: np.ndarray, pred: np.ndarray, true_pts: np.ndarray) -> dict[str, np.ndarray]:
+    """Plane errors and LV blood-pool Dice ``[P, 6]`` of one case (NaN for missing views)."""
+    v = load_case(cohort_dir, cid, views=True).views
+    labels, size = v["labels"], int(v["labels"].shape[-1])
+    spacing = np.asarray(v["spacing_mm"], dtype=np.float64)
+    masks = sector_masks(v["opening_deg"], v["depth_mm"], spacing, size)
+    rot, apex = predict_planes(pose_run, echo, present)
+    true_rot, true_apex = view_planes(v["poses"], size)
+    P = len(pred)
+    out = {k: np.full((P, len(VIEW_NAMES)), np.nan) for k in ("dice", "dice_true_plane", "angle", "position")}
+    idx = np.flatnonzero(present)
+    for p in range(P):
+        out["angle"][p, idx], out["position"][p, idx] = plane_errors(rot[p, idx], apex[p, idx], true_rot[p, idx],
+                                                                     true_apex[p, idx])
+        lab, _ = slice_views(layers, pred[p], rot[p], apex[p], spacing, size, masks)
+        lab_t, _ = slice_views(layers, pred[p], true_rot[p], true_apex[p], spacing, size, masks)
+        for j in idx:
+            out["dice"][p, j] = label_dice(lab[j], labels[p, j])
+            out["dice_true_plane"][p, j] = label_dice(lab_t[j], labels[p, j])
+    return out
+
+
+def _overlay_report(rows: list[dict[str, np.ndarray]], present: np.ndarray, pose: str) -> dict[str, Any]:
+    """``pose`` and ``overlay`` entries of the report (medians over cases, phases and views)."""
+    cat = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}  # [N * P, 6]
+    idx = np.flatnonzero(present)
+    others = [j for j in idx if VIEW_NAMES[j] != "a4c"]
+
+    def med(a: np.ndarray) -> float | None:
+        a = a[np.isfinite(a)]
+        return float(np.median(a)) if a.size else None
+
+    per_view = {VIEW_NAMES[j]: {"angle_deg": med(cat["angle"][:, j]), "position_mm": med(cat["position"][:, j]),
+                                "dice_lv": med(cat["dice"][:, j]), "dice_lv_true_plane": med(cat["dice_true_plane"][:, j])}
+                for j in idx}
+    return {
+        "pose": {"run": pose, "median_angle_deg": med(cat["angle"][:, idx].ravel()),
+                 "median_position_mm": med(cat["position"][:, idx].ravel()),
+                 "median_angle_deg_without_a4c": med(cat["angle"][:, others].ravel()) if others else None,
+                 "median_position_mm_without_a4c": med(cat["position"][:, others].ravel()) if others else None,
+                 "per_view": {k: {m: d[m] for m in ("angle_deg", "position_mm")} for k, d in per_view.items()}},
+        "overlay": {"label": "lv_blood", "median_dice": med(cat["dice"][:, idx].ravel()),
+                    "median_dice_true_plane": med(cat["dice_true_plane"][:, idx].ravel()),
+                    "per_view": {k: {m: d[m] for m in ("dice_lv", "dice_lv_true_plane")} for k, d in per_view.items()}},
+    }
+
+
 def write_evaluation(evaluation: Evaluation, out_dir: str | os.PathLike[str]) -> Path:
     """Write ``OUT_DIR/report.json`` and ``OUT_DIR/cases.csv`` (one row per case); returns ``OUT_DIR``."""
     out = Path(out_dir)
@@ -271,13 +371,14 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | os.PathLike[str]) ->
 
 def evaluate_run(run_dir: str | os.PathLike[str], cohort_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                  split: str = "test", baseline: str | os.PathLike[str] | None = None, resolution: int = 128,
-                 max_cases: int | None = None) -> dict[str, Any]:
+                 max_cases: int | None = None, views: Sequence[str] | None = None,
+                 pose: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """:func:`evaluate_split` then :func:`write_evaluation` into ``out_dir``; returns the report.
 
     The figures are the caller's: :func:`sono3d.viz.clinical.evaluation_figures` draws them from the
     rows (``sono3d heart evaluate`` does).
     """
-    evaluation = evaluate_split(run_dir, cohort_dir, split, baseline, resolution, max_cases)
+    evaluation = evaluate_split(run_dir, cohort_dir, split, baseline, resolution, max_cases, views, pose)
     write_evaluation(evaluation, out_dir)
     return evaluation.report
 

@@ -12,6 +12,14 @@ Frames: the network predicts each phase in its echo frame (the A4C image's frame
 :mod:`sono3d.heart.data`). When ``views.npz`` holds the views' ``poses``, the meshes are mapped to
 the world frame of those poses; otherwise they stay in the echo frame (``report.json`` says which).
 Volumes and EF do not depend on the frame.
+
+Phases: two phases are ED and ES (volumes and EF); one phase is ED, or a ``still`` when the views
+came from still images (``phase_names`` of ``sono3d heart views``), whose volume is
+``lv_volume_ml`` (a still's phase is unknown).
+
+Beyond the meshes, :func:`predict_arrays` runs the **input check** (:mod:`sono3d.heart.input_check`)
+and, with a view-plane regressor run, the **overlay** (:mod:`sono3d.heart.overlay`): every given
+view's regressed plane and the predicted mesh's label image on it.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +39,20 @@ from sono3d.geometry.mesh import require_watertight
 from sono3d.heart.checkpoint import LoadedRun, load_run
 from sono3d.heart.clinical import ejection_fraction, lv_volume_ml
 from sono3d.heart.data import echo_frame, from_frame, load_views, resize_views
+from sono3d.heart.input_check import check_views
+from sono3d.heart.overlay import OVERLAY_LABELS, sector_masks, slice_views, template_layers
+from sono3d.heart.pose import predict_planes
+from sono3d.heart.s2mnet import POSE_KIND
 from sono3d.heart.strain import global_strains_pct
 from sono3d.heart.template import lv_cavity_with, template_mesh_with
 from sono3d.io.atomic import atomic_path
+from sono3d.simulate.echo_views import VIEW_NAMES, ViewOptions
 from sono3d.types import PHASES
 
 # LoadedRun, load_run (sono3d.heart.checkpoint) and template_mesh_with (sono3d.heart.template) are
 # re-exported: they lived here before.
-__all__ = ["LoadedRun", "load_run", "template_mesh_with", "predict_views", "predict_files", "lv_volumes_from_points"]
+__all__ = ["LoadedRun", "load_run", "template_mesh_with", "predict_views", "predict_files", "lv_volumes_from_points",
+           "Prediction", "predict_arrays", "write_prediction", "require_in_distribution", "input_check_line"]
 
 
 def lv_volumes_from_points(template: dict[str, np.ndarray], points: np.ndarray) -> float:
@@ -65,46 +80,197 @@ def predict_views(run: LoadedRun, echo: np.ndarray, present: np.ndarray | None =
         return run.model.predict_points(x, p).double().numpy()
 
 
-def predict_files(run_dir: str | os.PathLike[str], views_path: str | os.PathLike[str],
-                  out_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """``sono3d heart predict``: write ``heart_ed.vtp`` (and ``heart_es.vtp``) and ``report.json``.
+@dataclass
+class Prediction:
+    """What :func:`predict_arrays` computes (nothing written yet).
 
-    ``report.json`` holds ``lv_edv_ml`` (and ``lv_esv_ml``, ``ef`` in percent, ``gls_pct`` and
-    ``gcs_pct`` (:mod:`sono3d.heart.strain`; null for a template of another vertex order) when both
-    phases are given), ``frame`` (``world`` or ``echo``), ``seconds``, ``views`` (the views file's
-    path as given, so ``sono3d report`` finds it later) and the files written. Everything is
-    computed before anything is written, so a failure leaves no partial output.
+    Attributes
+    ----------
+    points : ndarray [P, V, 3]
+        Predicted vertices (mm) in ``report["frame"]``.
+    meshes : dict
+        Phase name to the labelled ``PolyData``.
+    report : dict
+        The figures of ``report.json`` (see :func:`predict_arrays`).
+    echo : ndarray [P, 6, S, S]
+        The views as given (missing ones zero), for figures.
+    present : ndarray [6] bool
+    phase_names : list of str
+    overlay : ndarray [P, 6, S, S] uint8 or None
+        Label images of the predicted mesh on each view's regressed plane (with a pose run).
     """
-    run = load_run(run_dir, expect_kind="s2mnet")
-    v = load_views(views_path, run.net_config.n_views)
+
+    points: np.ndarray
+    meshes: dict[str, Any]
+    report: dict[str, Any]
+    echo: np.ndarray
+    present: np.ndarray
+    phase_names: list[str]
+    overlay: np.ndarray | None = None
+    files: list[str] = field(default_factory=list)
+
+
+def _phase_names(views: dict[str, Any], n: int) -> list[str]:
+    names = [str(x) for x in np.atleast_1d(views.get("phase_names", []))]
+    return names if len(names) == n and n >= 1 else list(PHASES[:n])
+
+
+def _view_geometry(views: dict[str, Any], size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pixel size ``[6]`` (mm) of the views and the pixels that hold image data ``[6, S, S]``
+    (``coverage`` of an intake, else the sectors of ``opening_deg``/``depth_mm``, else ``None``).
+    Without ``spacing_mm`` the cohort's default fields of view are assumed."""
+    if "spacing_mm" in views and np.shape(views["spacing_mm"]) == (len(VIEW_NAMES),):
+        spacing = np.asarray(views["spacing_mm"], dtype=np.float64)
+    else:
+        opt = ViewOptions()
+        spacing = np.array([(opt.apical_fov_mm if v.startswith("a") else opt.sax_fov_mm) / size for v in VIEW_NAMES])
+    cov = views.get("coverage")
+    if cov is not None and np.shape(cov) == (len(VIEW_NAMES), size, size):
+        return spacing, np.asarray(cov, dtype=bool)
+    if "opening_deg" in views and "depth_mm" in views:
+        return spacing, sector_masks(views["opening_deg"], views["depth_mm"], spacing, size)
+    return spacing, None
+
+
+def predict_arrays(run: LoadedRun, views: dict[str, Any], pose_run: LoadedRun | None = None,
+                   source: str | os.PathLike[str] | None = None) -> Prediction:
+    """Meshes, volumes, EF, the input check and (with ``pose_run``) the overlay of views in memory.
+
+    Parameters
+    ----------
+    run : LoadedRun
+        An S2MNet run.
+    views : dict
+        ``echo [P, 6, H, W]`` in [0, 1] and ``present [6]`` (as :func:`sono3d.heart.data.load_views`
+        or :func:`sono3d.heart.views_intake.views_arrays` give them), optional ``poses``,
+        ``phase_names``, ``spacing_mm``, ``coverage``, ``opening_deg``, ``depth_mm``.
+    pose_run : LoadedRun, optional
+        A view-plane regressor run: each given view's plane and the overlay.
+    source : path-like, optional
+        The views file, recorded as ``views`` (as given) so that ``sono3d report`` finds it later.
+
+    Returns
+    -------
+    Prediction. Its ``report``: ``lv_edv_ml`` (and ``lv_esv_ml``, ``ef`` in percent for ED and ES;
+    ``lv_volume_ml`` for a still; ``gls_pct`` and ``gcs_pct`` (:mod:`sono3d.heart.strain`) for ED and
+    ES, null for a template of another vertex order), ``phases``, ``views_given`` (the present
+    views), ``views`` (``source``), ``frame``,
+    ``input_check`` (:func:`sono3d.heart.input_check.check_views`), ``planes`` (with a pose run:
+    per view the regressed plane's apex in mm and rotation columns in the echo frame),
+    ``seconds`` (all of it), ``seconds_by_stage`` (network, input check, overlay) and ``epoch``.
+    """
+    echo = np.asarray(views["echo"], dtype=np.float32)
+    present = np.asarray(views.get("present", np.ones(echo.shape[1], dtype=bool)), dtype=bool)
+    if pose_run is not None and pose_run.kind != POSE_KIND:
+        raise InputError(f"{pose_run.path} holds a '{pose_run.kind}' model checkpoint, but --pose-run needs a "
+                         f"'{POSE_KIND}' run (sono3d heart train ... --model pose)")
     t0 = time.perf_counter()
-    pts = predict_views(run, v["echo"], v["present"])
+    pts = echo_pts = predict_views(run, echo, present)
+    t_net = time.perf_counter() - t0
     frame = "echo"
-    if v["poses"] is not None:
-        pts = np.stack([from_frame(pts[p], echo_frame(v["poses"][p, 0])) for p in range(len(pts))])
+    poses = views.get("poses")
+    if poses is not None:
+        pts = np.stack([from_frame(pts[p], echo_frame(poses[p, 0])) for p in range(len(pts))])
         frame = "world"
     vols = [lv_volumes_from_points(run.template, pts[p]) for p in range(len(pts))]
-    seconds = time.perf_counter() - t0
-    report: dict[str, Any] = {"lv_edv_ml": vols[0], "frame": frame, "epoch": run.epoch,
-                              "seconds": seconds, "seconds_per_phase": seconds / len(pts),
-                              "views": os.fspath(views_path)}
+    names = _phase_names(views, len(pts))
+    t1 = time.perf_counter()
+    check = check_views(run.model, (run.state or {}).get("input_check"),
+                        resize_views(echo, run.net_config.image_size), present)
+    t_check = time.perf_counter() - t1
+    report: dict[str, Any] = {"lv_edv_ml": vols[0], "phases": names,
+                              "views_given": [v for v, p in zip(VIEW_NAMES, present) if p], "frame": frame,
+                              "epoch": run.epoch}
+    if source is not None:
+        report["views"] = os.fspath(source)
+    if names == ["still"]:
+        report = {"lv_volume_ml": vols[0], **{k: v for k, v in report.items() if k != "lv_edv_ml"}}
     if len(pts) == 2:
         report["lv_esv_ml"] = vols[1]
         report["ef"] = ejection_fraction(vols[0], vols[1])
         strains = global_strains_pct(pts[0], pts[1])  # None for a template of another vertex order
         report["gls_pct"], report["gcs_pct"] = strains if strains is not None else (None, None)
-    meshes = {PHASES[p]: template_mesh_with(run.template, pts[p]) for p in range(len(pts))}
+    report["input_check"] = check
+    overlay = None
+    t_overlay = 0.0
+    if pose_run is not None:
+        t2 = time.perf_counter()
+        size = echo.shape[-1]
+        spacing, masks = _view_geometry(views, size)
+        rot, apex = predict_planes(pose_run, echo, present)
+        layers = template_layers(run.template)
+        overlay = np.stack([slice_views(layers, echo_pts[p], rot[p], apex[p], spacing, size, masks)[0]
+                            for p in range(len(pts))])
+        report["planes"] = {VIEW_NAMES[j]: [{"apex_mm": apex[p, j].round(2).tolist(),
+                                             "rotation": rot[p, j].round(4).tolist()} for p in range(len(pts))]
+                            for j in np.flatnonzero(present)}
+        report["overlay_labels"] = OVERLAY_LABELS
+        t_overlay = time.perf_counter() - t2
+    report["seconds"] = time.perf_counter() - t0
+    report["seconds_by_stage"] = {"network": t_net, "input_check": t_check, "overlay": t_overlay}
+    report["seconds_per_phase"] = t_net / len(pts)
+    meshes = {names[p]: template_mesh_with(run.template, pts[p]) for p in range(len(pts))}
+    return Prediction(pts, meshes, report, echo, present, names, overlay)
+
+
+def input_check_line(check: dict[str, Any]) -> str | None:
+    """One line saying why an input is out of the training distribution (``None`` when it is in,
+    or when the check is unavailable: then its reason)."""
+    if not check.get("available", False):
+        return f"input check unavailable: {check.get('reason')}"
+    if check["in_distribution"]:
+        return None
+    parts = [f"score {check['score']:.2f} > 1"] if check["score"] is not None and check["score"] > 1 else []
+    for v in check["per_view"]:
+        if v["present"] and (v["score"] > 1 or v["predicted_view"] != v["view"]):
+            wrong = v["predicted_view"] != v["view"]
+            parts.append(f"{v['view']} {v['score']:.2f}" + (f" (looks like {v['predicted_view']})" if wrong else ""))
+    return "input out of the training distribution: " + "; ".join(parts)
+
+
+def require_in_distribution(prediction: Prediction) -> None:
+    """:class:`InputError` (``--strict``) when the input check calls the views out of distribution."""
+    check = prediction.report["input_check"]
+    if check.get("available") and not check["in_distribution"]:
+        raise InputError(f"{input_check_line(check)} (--strict)")
+
+
+def write_prediction(prediction: Prediction, out_dir: str | os.PathLike[str], extra_files: tuple[str, ...] = ()
+                     ) -> dict[str, Any]:
+    """Write ``heart_<phase>.vtp`` per phase and ``report.json`` (each atomically) into ``out_dir``.
+
+    ``extra_files``: names of files the caller writes (or wrote) into ``out_dir``, listed in the report.
+    Returns the report.
+    """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    for ph, mesh in meshes.items():
+    for ph, mesh in prediction.meshes.items():
         path = out / f"heart_{ph}.vtp"
         with atomic_path(path) as tmp:
             mesh.save(str(tmp), binary=True)
         files.append(str(path))
-    report["files"] = files
+    report = dict(prediction.report)
+    report["files"] = files + [str(out / f) for f in extra_files]
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
+
+
+def predict_files(run_dir: str | os.PathLike[str], views_path: str | os.PathLike[str],
+                  out_dir: str | os.PathLike[str], pose_run: str | os.PathLike[str] | None = None,
+                  strict: bool = False) -> dict[str, Any]:
+    """A ``views.npz`` to ``heart_<phase>.vtp`` and ``report.json`` in ``out_dir`` (see :func:`predict_arrays`).
+
+    ``strict``: refuse (:class:`InputError`, nothing written) views the input check calls out of
+    distribution. Everything is computed before anything is written, so a failure leaves no partial
+    output. The overlay figure is the caller's (``sono3d heart predict`` draws ``overlay.png``).
+    """
+    run = load_run(run_dir, expect_kind="s2mnet")
+    pose = load_run(pose_run, expect_kind=POSE_KIND) if pose_run is not None else None
+    prediction = predict_arrays(run, load_views(views_path, run.net_config.n_views), pose, source=views_path)
+    if strict:
+        require_in_distribution(prediction)
+    return write_prediction(prediction, out_dir)

@@ -47,6 +47,7 @@ from sono3d.heart.checkpoint import CHECKPOINT, build_run_model, net_config, rea
 from sono3d.heart.cohort import case_ids
 from sono3d.heart.data import (Augment, HeartViewsDataset, load_cohort_arrays, read_split, split_cases, voxel_box,
                                write_split)
+from sono3d.heart.input_check import fit_input_check
 from sono3d.heart.occupancy import occupancy, surface_components
 from sono3d.heart.s2mnet import MODEL_KINDS, NetConfig, init_global_branch
 from sono3d.heart.template import record_faces, template_record
@@ -422,11 +423,20 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
                       f"{val if val is None else f'{val:.4g}'} ({rec['seconds']:.1f} s)", file=sys.stderr, flush=True)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break
+    done = history[-1]["epoch"] if history else 0
+    if (rank == 0 and model_kind == "s2mnet" and val_arr is not None and done >= config.epochs
+            and (state is None or "input_check" not in state or done > int(state["epoch"]))):
+        # The input check's statistics: the finished network's features of the training views,
+        # its thresholds calibrated on the validation views (sono3d.heart.input_check).
+        model.eval()
+        stats = fit_input_check(model, train_arr.echo, val_arr.echo)
+        save_checkpoint(ckpt_path, kind=model_kind, epoch=done, seed=seed, net=net, train=config.to_dict(),
+                        extra=extra, template=template, model=model, optimizer=opt, scheduler=sched, history=history,
+                        input_check=stats)
     if distributed:
         import torch.distributed as dist
 
         dist.barrier()
-    done = history[-1]["epoch"] if history else 0
     return {"run_dir": str(run), "kind": model_kind, "epochs_done": done, "history": history,
             "seconds": time.perf_counter() - t_start,
             "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])) if history else None,
