@@ -29,6 +29,12 @@ def command_modules(names: Iterable[str]) -> list[ModuleType]:
     return modules
 
 
+def view_file_option(flag: str, name: str) -> Any:
+    """A ``--a4c``-style option: one recorded echo view (``sono3d heart views`` and ``heart predict``)."""
+    return typer.Option(None, flag, help=f"{name}: an image, a folder of images, a video, a DICOM file or frames "
+                        "(.npz).", show_default=False)
+
+
 def print_json(obj: Any) -> None:
     """Print one JSON object on one line (numpy scalars and arrays converted)."""
     typer.echo(json.dumps(obj, default=_to_builtin))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sono3d.commands._common import print_json
+from sono3d.commands._common import print_json, view_file_option
 from sono3d.commands.report import HTML_HELP, write_page
 from sono3d.errors import InputError
 from sono3d.heart.evaluate import evaluate_split, write_evaluation
@@ -75,22 +75,18 @@ def train(
     print_json(res)
 
 
-def _view_option(flag: str, name: str) -> Path | None:
-    return typer.Option(None, flag, help=f"{name}: an image, a folder of images, a video or a DICOM file.",
-                        show_default=False)
-
 
 def predict(
     paths: list[Path] = typer.Argument(..., help="RUN_DIR OUT_DIR (views from --views or the view files), or the "
                                        "older RUN_DIR VIEWS.npz OUT_DIR.", metavar="RUN_DIR [VIEWS.npz] OUT_DIR"),
     views: Path = typer.Option(None, "--views", help="views.npz (sono3d heart views, or a cohort case's): echo "
                                "[2, 6, H, W] (ED, ES) or [6, H, W]; blank views are missing."),
-    a4c: Path = _view_option("--a4c", "Apical four-chamber view"),
-    a2c: Path = _view_option("--a2c", "Apical two-chamber view"),
-    a3c: Path = _view_option("--a3c", "Apical three-chamber (long-axis) view"),
-    sax_basal: Path = _view_option("--sax-basal", "Basal short-axis view"),
-    sax_mid: Path = _view_option("--sax-mid", "Mid short-axis view"),
-    sax_apical: Path = _view_option("--sax-apical", "Apical short-axis view"),
+    a4c: Path = view_file_option("--a4c", "Apical four-chamber view"),
+    a2c: Path = view_file_option("--a2c", "Apical two-chamber view"),
+    a3c: Path = view_file_option("--a3c", "Apical three-chamber (long-axis) view"),
+    sax_basal: Path = view_file_option("--sax-basal", "Basal short-axis view"),
+    sax_mid: Path = view_file_option("--sax-mid", "Mid short-axis view"),
+    sax_apical: Path = view_file_option("--sax-apical", "Apical short-axis view"),
     pose_run: Path = typer.Option(None, "--pose-run", help="A view-plane regressor run (train --model pose): writes "
                                   "overlay.png, the predicted heart's contours on each view."),
     strict: bool = typer.Option(False, "--strict", help="Refuse (exit 2) views the input check calls out of the "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sono3d.commands._common import print_json
+from sono3d.commands._common import print_json, view_file_option
 from sono3d.errors import InputError
 from sono3d.heart.views_intake import intake_views, parse_depths, write_views
 from sono3d.simulate.echo_views import ViewOptions
@@ -16,19 +16,15 @@ def add_commands(heart_app: typer.Typer) -> None:
     heart_app.command("views")(views)
 
 
-def _view_option(flag: str, name: str) -> Path | None:
-    return typer.Option(None, flag, help=f"{name}: an image, a folder of images, a video, a DICOM file or frames (.npz).",
-                        show_default=False)
-
 
 def views(
     out: Path = typer.Argument(..., help="views.npz to write; views.png is written beside it."),
-    a4c: Path = _view_option("--a4c", "Apical four-chamber view"),
-    a2c: Path = _view_option("--a2c", "Apical two-chamber view"),
-    a3c: Path = _view_option("--a3c", "Apical three-chamber (long-axis) view"),
-    sax_basal: Path = _view_option("--sax-basal", "Basal short-axis view"),
-    sax_mid: Path = _view_option("--sax-mid", "Mid short-axis view"),
-    sax_apical: Path = _view_option("--sax-apical", "Apical short-axis view"),
+    a4c: Path = view_file_option("--a4c", "Apical four-chamber view"),
+    a2c: Path = view_file_option("--a2c", "Apical two-chamber view"),
+    a3c: Path = view_file_option("--a3c", "Apical three-chamber (long-axis) view"),
+    sax_basal: Path = view_file_option("--sax-basal", "Basal short-axis view"),
+    sax_mid: Path = view_file_option("--sax-mid", "Mid short-axis view"),
+    sax_apical: Path = view_file_option("--sax-apical", "Apical short-axis view"),
     ed_frame: int = typer.Option(None, "--ed-frame", help="End-diastole frame of every loop (default: largest cavity)."),
     es_frame: int = typer.Option(None, "--es-frame", help="End-systole frame of every loop (default: smallest cavity)."),
     depth_mm: str = typer.Option(None, "--depth-mm", help="Depth shown on the scanner, for files without a pixel size: "

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sono3d.io.atomic import atomic_path
+from sono3d.viz.figures import pyplot, save_png
 
 __all__ = ["IntakePanel", "intake_figure"]
 
@@ -45,11 +45,7 @@ class IntakePanel:
 
 def intake_figure(panels: list[IntakePanel], path: str | os.PathLike[str], dpi: int = 80) -> None:
     """Write the figure as a PNG (atomically): one row per panel."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n_views = max(len(p.views) for p in panels)
     has_curve = any(p.areas is not None for p in panels)
     cols = 1 + n_views + int(has_curve)
@@ -85,6 +81,4 @@ def intake_figure(panels: list[IntakePanel], path: str | os.PathLike[str], dpi: 
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=dpi)
