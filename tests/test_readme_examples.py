@@ -21,8 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
+from PIL import Image
 from typer.testing import CliRunner
 
 import sono3d.demo
@@ -30,6 +32,7 @@ from sono3d.cli import app
 from sono3d.sweep import ReconstructConfig
 
 from conftest import ROOT, SHARED_DATA, write_lv_beat
+from echo_screens import fake_screen
 
 README = ROOT / "README.md"
 
@@ -76,6 +79,39 @@ def _stand_in_beat(args: list[str]) -> list[str]:
     return [("stand_in_beat" if a == source else a) for a in args]
 
 
+VIEW_FLAGS = ("--a4c", "--a2c", "--a3c", "--sax-basal", "--sax-mid", "--sax-apical")
+
+
+def _stand_in_recordings(args: list[str]) -> list[str]:
+    """The README's recordings (real stills and loops beside the checkout, or the reader's own)
+    replaced by fake scanner screens with a known fan: a PNG for an image, a folder of four frames
+    for a video. tests/test_cli_heart_predict.py runs the real ones."""
+    args = list(args)
+    for i, a in enumerate(args[:-1]):
+        if a not in VIEW_FLAGS:
+            continue
+        name = f"stand_in_{a[2:]}"
+        loop = Path(args[i + 1]).suffix.lower() in (".mp4", ".avi", ".mov")
+        frames, _ = fake_screen(rng=np.random.default_rng(i), frames=4 if loop else 1)
+        if loop:
+            Path(name).mkdir(exist_ok=True)
+            for k, f in enumerate(frames):
+                Image.fromarray(f).save(f"{name}/frame{k}.png")
+        else:
+            name += ".png"
+            Image.fromarray(frames[0]).save(name)
+        args[i + 1] = name
+    return args
+
+
+def _predict_outputs(a: list[str]) -> list[str]:
+    out = a[-1]
+    files = [f"{out}/report.json", f"{out}/report.html"]
+    if len(a) == 3:  # RUN_DIR VIEWS.npz OUT_DIR
+        return files + [f"{out}/heart_ed.vtp", f"{out}/heart_es.vtp"]
+    return files + [f"{out}/views.npz", f"{out}/views.png"]  # from recordings
+
+
 def _info_printed(args: list[str], output: str) -> None:
     res = json.loads(output.strip().splitlines()[-1])
     assert res["kind"] == "sweep" and res["frames"] > 0, res
@@ -106,8 +142,8 @@ HOW: dict[str, How] = {
                             outputs=lambda a: [f"{a[0]}/cases/00001/deformation.npz"]),
     "heart train": How({"--config": "tiny", "--epochs": "1", "--no-progress": None},
                        outputs=lambda a: [f"{a[1]}/checkpoint.pt"]),
-    "heart predict": How(outputs=lambda a: [f"{a[2]}/heart_ed.vtp", f"{a[2]}/heart_es.vtp", f"{a[2]}/report.json",
-                                            f"{a[2]}/report.html"]),
+    "heart views": How(inputs=_stand_in_recordings, outputs=lambda a: [a[0], a[0][:-4] + ".png"]),
+    "heart predict": How(inputs=_stand_in_recordings, outputs=_predict_outputs),
     "heart evaluate": How({"--resolution": "32"}, outputs=lambda a: [f"{a[2]}/report.json", f"{a[2]}/report.html"]),
     "heart strain": How(check=_strain_printed),
     "heart fit-real": How(inputs=_stand_in_beat, check=_fit_real_printed,

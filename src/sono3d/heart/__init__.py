@@ -7,7 +7,7 @@ The names a user calls, from data to numbers::
     heart.generate_cohort("out/cohort", n=200, size=64)          # synthetic cases with ground truth
     heart.correspond_cohort("out/cohort")                        # deformation labels (robust OT)
     heart.train("out/cohort", "out/run", config=heart.TrainConfig.preset("small"))
-    report = heart.predict_files("out/run", "views.npz", "out/pred")   # meshes, EDV, ESV, EF
+    report = heart.predict_files("out/run", "views.npz", "out/pred")   # meshes, EDV, ESV, EF, input check
     heart.evaluate_run("out/run", "out/cohort", "out/eval")      # IoU, distances, EF agreement
 
 * cohort: :func:`generate_cohort`, :func:`load_case`, :func:`case_ids`, :func:`read_manifest`,
@@ -16,8 +16,10 @@ The names a user calls, from data to numbers::
   :func:`correspond_points`, :func:`correspond_meshes`, :func:`deformation_quality`,
   :func:`correspond_case`, :func:`correspond_cohort`;
 * networks: :class:`NetConfig`, :func:`build_model`, :class:`TrainConfig`, :func:`train`,
-  :func:`load_run`, :func:`predict_views`, :func:`predict_files`, :func:`evaluate_split`,
-  :func:`evaluate_run`;
+  :func:`load_run`, :func:`predict_views`, :func:`predict_files`, :func:`predict_arrays`,
+  :func:`evaluate_split`, :func:`evaluate_run`; the view-plane regressor: :class:`PoseTrainConfig`,
+  :func:`train_pose`, :func:`predict_planes`; the input check: :func:`check_views`;
+* recorded echoes: :func:`intake_views` (files to the network's views);
 * clinical numbers: :func:`lv_volume_ml`, :func:`ejection_fraction`, :func:`agreement`,
   :func:`correlate`, :func:`correlate_table`; strain and the AHA segments: :func:`lv_strain`,
   :class:`LVStrain`, :func:`aha_segments`;
@@ -29,8 +31,10 @@ Modules, from the bottom up: ``spline``, ``surfaces`` (labelled surfaces as poin
 template-to-target deformation), ``fit_real`` (the template on a real beat), ``correspond`` (a
 whole cohort), ``data``
 (training samples), ``occupancy`` (voxelised surfaces), ``s2mnet`` (the networks), ``checkpoint``
-(the run's file), ``training``, ``predict``, ``evaluate``. Figures are drawn by
-:mod:`sono3d.viz.heart` and :mod:`sono3d.viz.clinical`.
+(the run's file), ``training``, ``input_check`` (is an input like the training views), ``pose``
+(the view-plane regressor), ``overlay`` (the mesh on the views' planes), ``predict``, ``evaluate``,
+``views_intake`` (recordings to views). Figures are drawn by :mod:`sono3d.viz.heart`,
+:mod:`sono3d.viz.clinical`, :mod:`sono3d.viz.overlay` and :mod:`sono3d.viz.echo_intake`.
 
 The names above are loaded on first use (PEP 562 module ``__getattr__``): ``import sono3d.heart``
 and the spawned workers of a cohort (which import :mod:`sono3d.heart.cohort`) do not pay for torch,
@@ -52,7 +56,10 @@ _FACE: dict[str, tuple[str, ...]] = {
     "s2mnet": ("NetConfig", "build_model"),
     "training": ("TrainConfig", "train"),
     "checkpoint": ("load_run",),
-    "predict": ("predict_views", "predict_files"),
+    "predict": ("predict_views", "predict_files", "predict_arrays"),
+    "pose": ("PoseTrainConfig", "train_pose", "predict_planes"),
+    "input_check": ("check_views",),
+    "views_intake": ("intake_views",),
     "evaluate": ("evaluate_split", "evaluate_run"),
     "clinical": ("lv_volume_ml", "ejection_fraction", "agreement", "correlate", "correlate_table"),
     "segments": ("aha_segments",),

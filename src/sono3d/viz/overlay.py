@@ -37,7 +37,8 @@ def overlay_figure(echo: np.ndarray, labels: np.ndarray, present: Sequence[bool]
     plt = pyplot()
     cols = [j for j, p in enumerate(present) if p]
     P = len(echo)
-    fig, axes = plt.subplots(P, len(cols), figsize=(2.6 * len(cols) + 0.4, 2.7 * P + (0.5 if title else 0.2)),
+    # at least 7 inches wide, so that the title and the legend fit above and below a single view
+    fig, axes = plt.subplots(P, len(cols), figsize=(max(2.6 * len(cols) + 0.4, 7.0), 2.7 * P + (0.5 if title else 0.2)),
                              squeeze=False)
     for p in range(P):
         for c, j in enumerate(cols):
