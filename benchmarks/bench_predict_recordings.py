@@ -1,6 +1,8 @@
 """Recordings to a heart: seconds per stage of ``sono3d heart predict --a4c FILE ...`` after loading.
 
-"After loading" means with the two runs (S2MNet, view-plane regressor) in memory and the Python
+Wall seconds and this process's CPU seconds (``time.process_time``: on a machine shared with other
+work, what the stage would take alone on one core, threads summed) are both reported. "After
+loading" means with the two runs (S2MNet, view-plane regressor) in memory and the Python
 modules imported, as in a running service; each recording set is run once to warm up, then
 ``--repeat`` times, and the best time of each stage is kept:
 
@@ -47,26 +49,40 @@ def _cases() -> dict[str, tuple[dict[str, Path], dict[str, float] | None]]:
     return {k: v for k, v in cases.items() if all(p.is_file() for p in v[0].values())}
 
 
+class _Clock:
+    """Wall and CPU seconds of consecutive stages."""
+
+    def __init__(self) -> None:
+        self.t: dict[str, float] = {}
+        self._mark()
+
+    def _mark(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def stage(self, name: str) -> None:
+        self.t[name] = time.perf_counter() - self.wall
+        self.t[f"{name}_cpu"] = time.process_time() - self.cpu
+        self._mark()
+
+
 def _once(paths: dict[str, Path], depths: dict[str, float] | None, run, pose, out: Path) -> dict[str, float]:
-    t = {}
-    t0 = time.perf_counter()
+    c = _Clock()
     for p in paths.values():
         read_echo(p)
-    t["decode"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    c.stage("decode")
     intake = intake_views(paths, options=ViewOptions(), depth_mm=depths)
-    t["intake"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    c.stage("intake")
     pred = predict_arrays(run, views_arrays(intake), pose)
-    t["predict"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    c.stage("predict")
     out.mkdir(parents=True, exist_ok=True)
     write_views(out / "views.npz", intake)
     overlay_figure(pred.echo, pred.overlay, pred.present, VIEW_NAMES, pred.phase_names, OVERLAY_LABELS,
                    out / "overlay.png")
     write_prediction(pred, out, ("views.npz", "views.png", "overlay.png"))
-    t["write"] = time.perf_counter() - t0
-    t["after_loading"] = t["intake"] + t["predict"] + t["write"]
+    c.stage("write")
+    t = c.t
+    for suffix in ("", "_cpu"):
+        t[f"after_loading{suffix}"] = t[f"intake{suffix}"] + t[f"predict{suffix}"] + t[f"write{suffix}"]
     return t
 
 
@@ -86,14 +102,17 @@ def main() -> None:
             _once(paths, depths, run, pose, Path(tmp) / "warm")
             runs = [_once(paths, depths, run, pose, Path(tmp) / f"r{i}") for i in range(args.repeat)]
             results[name] = {k: min(r[k] for r in runs) for k in runs[0]}
-    print(f"{'recordings':32s} {'decode':>7s} {'intake':>7s} {'predict':>8s} {'write':>6s} {'after loading':>14s} "
-          f"{'/ decode':>9s}")
+    print(f"{'recordings (wall s; CPU s)':32s} {'decode':>11s} {'intake':>11s} {'predict':>11s} {'write':>11s} "
+          f"{'after loading':>14s} {'/ decode':>9s}")
     for name, r in results.items():
-        print(f"{name:32s} {r['decode']:7.2f} {r['intake']:7.2f} {r['predict']:8.2f} {r['write']:6.2f} "
-              f"{r['after_loading']:14.2f} {r['after_loading'] / r['decode']:9.1f}")
+        cells = " ".join(f"{r[k]:5.2f};{r[k + '_cpu']:5.2f}" for k in ("decode", "intake", "predict", "write"))
+        print(f"{name:32s} {cells} {r['after_loading']:6.2f};{r['after_loading_cpu']:6.2f} "
+              f"{r['after_loading'] / r['decode']:9.1f}")
     worst = max(r["after_loading"] for r in results.values())
+    worst_cpu = max(r["after_loading_cpu"] for r in results.values())
     print(json.dumps({"bench": "predict_recordings", "seconds": results, "worst_after_loading_s": worst,
-                      "target_s": TARGET_S, "met": worst <= TARGET_S}))
+                      "worst_after_loading_cpu_s": worst_cpu, "target_s": TARGET_S, "met_wall": worst <= TARGET_S,
+                      "met_cpu": worst_cpu <= TARGET_S}))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,16 @@ def runs(tmp_path_factory):
     return out
 
 
+class _Payload:
+    """Unpickling this creates a file: proof that a views file was never unpickled when it is absent."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
 def _screen(view: np.ndarray, name: str, path) -> None:
     grey, _ = paste_view(view, cohort_geometry(name, ViewOptions(size=64)), (260, 360), (180.3, 24.6), 0.7)
     Image.fromarray(np.round(grey * 255).astype(np.uint8)).save(path)
@@ -127,6 +137,11 @@ def test_strict_refuses_noise_and_old_checkpoints_say_the_check_is_unavailable(r
 def test_predict_usage_errors(runs, tmp_path):
     views = str(runs["cohort"] / "cases" / "00000" / "views.npz")
     s2m, out = str(runs["s2m"]), str(tmp_path / "o")
+    marker = tmp_path / "unpickled"
+    np.savez(tmp_path / "pickled.npz", echo=np.array([_Payload(marker)], dtype=object))
+    line = one_line_error(runner.invoke(app, ["heart", "predict", s2m, out, "--views", str(tmp_path / "pickled.npz")]),
+                          "pickled", "expected echo images")
+    assert not marker.exists() and not (tmp_path / "o").exists()  # refused without unpickling, nothing written
     for args, msg in (([s2m, out], "no views"), ([s2m, views, out, "--views", views], "once"),
                       ([s2m, out, "--views", views, "--a4c", views], "not both"), ([s2m, views], "is a folder"),
                       ([s2m, out, "--views", views, "--pose-run", s2m], "'pose' run is needed"),
@@ -147,6 +162,7 @@ def test_evaluate_subsets_and_overlay(runs, tmp_path):
                                        "--views", "a4c,plax"]), "plax")
 
 
+@pytest.mark.slow
 def test_real_stills_and_loop_in_one_command(runs, tmp_path):
     tte = {v: shared_file(f"echo/tte47/{v}.png") for v in ("a4c", "a2c", "a3c", "sax_basal", "sax_mid", "sax_apical")}
     loop = shared_file("echo/clips/echotracker_a4c.mp4")

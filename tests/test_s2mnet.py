@@ -8,10 +8,10 @@ import torch
 
 from sono3d.errors import InputError
 from sono3d.geometry.mesh import triangles
-from sono3d.heart.data import echo_frame, from_frame, split_cases, to_frame
+from sono3d.heart.data import drop_views, echo_frame, from_frame, split_cases, to_frame
 from sono3d.heart.occupancy import inside_parity, occupancy, surface_components, union_box
 from sono3d.heart.predict import lv_volumes_from_points
-from sono3d.heart.s2mnet import NetConfig, S2MNet, VoxelNet, build_model
+from sono3d.heart.s2mnet import NetConfig, PixelImputer, S2MNet, VoxelNet, build_model, check_presence
 from sono3d.heart.template import template_mesh_with
 
 
@@ -199,3 +199,34 @@ def test_global_branch_closed_form_fit(tiny):
         from dataclasses import replace
 
         init_global_branch(S2MNet(replace(tiny, global_code=0), torch.zeros(4, 3)), views, disp)
+
+
+def test_pixel_imputer_recovers_missing_views_of_low_rank_data():
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(5, 6, 16))  # 5 factors drive all six views (16 pixels each)
+    train = np.einsum("nk,kvp->nvp", rng.normal(size=(200, 5)), basis) + 0.01 * rng.normal(size=(200, 6, 16))
+    imp = PixelImputer(6, 16, rank=8)
+    info = imp.fit(torch.from_numpy(train))
+    assert info["rank"] == 8 and info["explained"] > 0.99
+    x = torch.from_numpy(np.einsum("nk,kvp->nvp", rng.normal(size=(4, 5)), basis)).float()
+    present = torch.tensor([[1, 1, 0, 0, 0, 0]] * 2 + [[0, 0, 0, 1, 1, 1]] * 2, dtype=torch.float32)
+    out = imp(x * present[:, :, None], present)
+    assert torch.equal(out[present > 0], (x * present[:, :, None])[present > 0])  # given views untouched
+    err = (out - x).abs().max() / x.abs().max()
+    assert err < 0.05, err  # two views determine the five factors, hence the other four views
+    assert torch.equal(imp(x, torch.ones(4, 6)), x) and torch.equal(imp(x, None), x)
+
+
+def test_view_dropout_draws_and_presence_checks():
+    rng = np.random.default_rng(1)
+    draws = np.array([drop_views(rng, 6, 0.5) for _ in range(4000)])
+    assert draws.any(1).all()  # never an empty subset
+    full = draws.all(1).mean()
+    assert 0.45 < full < 0.56  # half the samples keep all six (plus the 1/64 of the dropped ones that do)
+    assert abs(draws[~draws.all(1)].mean() - 0.5) < 0.05
+    assert np.array([drop_views(rng, 6, 0.0) for _ in range(50)]).all()  # no dropout: all present
+    with pytest.raises(InputError, match="trained with all six views"):
+        check_presence(torch.tensor([[1.0, 0, 1, 1, 1, 1]]), 1, 6, accepts=False)
+    with pytest.raises(InputError, match="at least one view"):
+        check_presence(torch.zeros(1, 6), 1, 6, accepts=True)
+    assert check_presence(None, 1, 6, accepts=False) is None

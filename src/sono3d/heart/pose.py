@@ -26,7 +26,6 @@ Errors (:func:`plane_errors`): the rotation's geodesic angle (degrees, the angle
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -42,13 +41,10 @@ from scipy.spatial.transform import Rotation
 from sono3d.errors import InputError
 from sono3d.geometry.planes import image_to_world_matrix
 from sono3d.geometry.transforms import euler_to_matrix, matrix_to_euler
-from sono3d.heart.checkpoint import CHECKPOINT, LoadedRun, build_run_model, net_config, read_checkpoint, save_checkpoint
-from sono3d.heart.cohort import case_ids
-from sono3d.heart.data import (Augment, augment_views, echo_frame, load_cohort_arrays, read_split, resize_views,
-                               split_cases, write_split)
+from sono3d.heart.checkpoint import CHECKPOINT, LoadedRun, build_run_model, net_config, save_checkpoint
+from sono3d.heart.data import (Augment, augment_views, echo_frame, load_cohort_arrays, resize_views)
 from sono3d.heart.s2mnet import POSE_KIND, NetConfig, init_pose_pixels
-from sono3d.heart.training import lr_schedule
-from sono3d.io.atomic import atomic_path
+from sono3d.heart.training import lr_schedule, open_run, restore_training, run_split, write_train_log
 
 __all__ = ["PoseTrainConfig", "train_pose", "view_planes", "plane_matrix", "predict_planes", "plane_errors",
            "normalised_targets", "planes_from_outputs"]
@@ -236,40 +232,11 @@ def train_pose(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     ``seconds_per_epoch``, ``n_train``, ``n_val``, ``n_test`` and the validation errors of the
     last epoch (``val_angle_deg``, ``val_position_mm``: medians).
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InputError(f"the seed must be a non-negative integer, got {seed}")
     run = Path(run_dir)
     ckpt_path = run / CHECKPOINT
-    state = None
-    if ckpt_path.is_file():
-        if not resume:
-            raise InputError(f"{run} already holds a training run; use --resume to continue it or another folder")
-        state = read_checkpoint(ckpt_path)
-        if state["kind"] != POSE_KIND:
-            raise InputError(f"{run} holds a '{state['kind']}' run, not '{POSE_KIND}'")
-        epochs = config.epochs if config is not None else None
-        config = PoseTrainConfig(**state["train"])
-        if epochs is not None:
-            config = replace(config, epochs=epochs)
-        seed = int(state["seed"])
-    elif resume:
-        raise InputError(f"{run}: no checkpoint to resume from")
-    config = config or PoseTrainConfig.preset("small")
+    state, config, seed = open_run(run, POSE_KIND, PoseTrainConfig, config, seed, resume)
     net = net_config(state, ckpt_path) if state is not None else NetConfig.preset(config.net)
-
-    ids = case_ids(cohort_dir)
-    if not ids:
-        raise InputError(f"{cohort_dir}: no cases (not a generated heart cohort?)")
-    if config.max_cases is not None:
-        ids = ids[: config.max_cases]
-    if state is not None:
-        split = read_split(run)
-    else:
-        split = split_cases(ids, seed)
-        if not split["train"]:
-            raise InputError(f"{cohort_dir}: too few cases to train ({len(ids)})")
-        run.mkdir(parents=True, exist_ok=True)
-        write_split(run, split, seed)
+    split = run_split(run, cohort_dir, config.max_cases, seed, state is not None)
     train_arr = load_cohort_arrays(cohort_dir, split["train"], net.image_size)
     x_tr, k_tr, r_tr, a_tr = _samples(train_arr)
     val = _samples(load_cohort_arrays(cohort_dir, split["val"], net.image_size)) if split["val"] else None
@@ -289,14 +256,7 @@ def train_pose(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     n_train = len(x_tr)
     steps_per_epoch = max(1, math.ceil(n_train / config.batch_size))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(config, steps_per_epoch))
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        history = list(state["history"])
-        start_epoch = int(state["epoch"])
-        torch.set_rng_state(state["rng"]["torch"])
+    history, start_epoch = restore_training(state, opt, sched)
     aug = Augment(enabled=config.augment, shift_px=0)
 
     def evaluate() -> tuple[float | None, float | None, float | None]:
@@ -338,9 +298,7 @@ def train_pose(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
         save_checkpoint(ckpt_path, kind=POSE_KIND, epoch=epoch + 1, seed=seed, net=net, train=config.to_dict(),
                         extra={"angle_scale_deg": float(np.degrees(float(model.angle_scale)))}, template={},
                         model=model, optimizer=opt, scheduler=sched, history=history)
-        with atomic_path(run / "train_log.json") as tmp:
-            tmp.write_text(json.dumps({"kind": POSE_KIND, "seed": seed, "train": config.to_dict(),
-                                       "net": net.to_dict(), "history": history}, indent=1) + "\n", encoding="utf-8")
+        write_train_log(run, POSE_KIND, seed, config.to_dict(), net, history)
         if progress:
             print(f"epoch {epoch + 1}/{config.epochs}: train {rec['train_loss']:.4g} val {v_loss} "
                   f"(median {v_ang} deg, {v_pos} mm; {rec['seconds']:.1f} s)", file=sys.stderr, flush=True)

@@ -54,7 +54,7 @@ from sono3d.heart.template import record_faces, template_record
 from sono3d.io.atomic import atomic_path
 from sono3d.types import PHASES
 
-__all__ = ["TrainConfig", "train", "lr_schedule"]
+__all__ = ["TrainConfig", "train", "lr_schedule", "open_run", "run_split", "restore_training", "write_train_log"]
 
 
 @dataclass
@@ -170,6 +170,72 @@ def _dist_info() -> tuple[int, int]:
         return 0, 1
 
 
+def open_run(run: Path, kind: str, config_cls: Any, config: Any, seed: int, resume: bool
+             ) -> tuple[dict[str, Any] | None, Any, int]:
+    """The start of a training run in ``run``: its checkpoint (``None`` for a new run), config and seed.
+
+    A resumed run keeps its own config and seed (only ``config.epochs``, when a config is given,
+    replaces the stored one); a new run takes ``config`` or ``config_cls.preset("small")``. Raises
+    :class:`InputError` for a bad seed, a folder that holds a run without ``resume``, a run of
+    another ``kind``, or ``resume`` without a checkpoint.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"the seed must be a non-negative integer, got {seed}")
+    ckpt_path = run / CHECKPOINT
+    if not ckpt_path.is_file():
+        if resume:
+            raise InputError(f"{run}: no checkpoint to resume from")
+        return None, config or config_cls.preset("small"), seed
+    if not resume:
+        raise InputError(f"{run} already holds a training run; use --resume to continue it or another folder")
+    state = read_checkpoint(ckpt_path)
+    if state["kind"] != kind:
+        raise InputError(f"{run} holds a '{state['kind']}' run, not '{kind}'")
+    stored = config_cls(**state["train"])
+    if config is not None:
+        stored = replace(stored, epochs=config.epochs)
+    return state, stored, int(state["seed"])
+
+
+def run_split(run: Path, cohort_dir: str | os.PathLike[str], max_cases: int | None, seed: int, resumed: bool,
+              write: bool = True) -> dict[str, list[str]]:
+    """The run's split: read back from ``split.json`` when ``resumed``, else drawn from the cohort's
+    (first ``max_cases``) ids and ``seed`` and written (when ``write``)."""
+    if resumed:
+        return read_split(run)
+    ids = case_ids(cohort_dir)
+    if not ids:
+        raise InputError(f"{cohort_dir}: no cases (not a generated heart cohort?)")
+    if max_cases is not None:
+        ids = ids[:max_cases]
+    split = split_cases(ids, seed)
+    if not split["train"]:
+        raise InputError(f"{cohort_dir}: too few cases to train ({len(ids)})")
+    if write:
+        run.mkdir(parents=True, exist_ok=True)
+        write_split(run, split, seed)
+    return split
+
+
+def restore_training(state: dict[str, Any] | None, optimizer: Any, scheduler: Any) -> tuple[list[dict[str, Any]], int]:
+    """Load a checkpoint's optimizer, schedule and torch RNG state; returns its history and epochs done
+    (``[], 0`` for a new run)."""
+    if state is None:
+        return [], 0
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    return list(state["history"]), int(state["epoch"])
+
+
+def write_train_log(run: Path, kind: str, seed: int, train: dict[str, Any], net: NetConfig,
+                    history: list[dict[str, Any]]) -> None:
+    """``train_log.json``: the history and both configs, human-readable (atomically)."""
+    with atomic_path(run / "train_log.json") as tmp:
+        tmp.write_text(json.dumps({"kind": kind, "seed": seed, "train": train, "net": net.to_dict(),
+                                   "history": history}, indent=1) + "\n", encoding="utf-8")
+
+
 def lr_schedule(config: Any, steps_per_epoch: int):  # noqa: ANN202
     """Learning-rate factor per step: linear warm-up over ``config.warmup_epochs``, then a cosine
     decay to ``config.final_lr_ratio`` at ``config.epochs`` (for ``torch.optim.lr_scheduler.LambdaLR``)."""
@@ -212,25 +278,9 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
         raise InputError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise InputError("device 'cuda' was asked for but no CUDA GPU is available")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InputError(f"the seed must be a non-negative integer, got {seed}")
     run = Path(run_dir)
     ckpt_path = run / CHECKPOINT
-    state = None
-    if ckpt_path.is_file():
-        if not resume:
-            raise InputError(f"{run} already holds a training run; use --resume to continue it or another folder")
-        state = read_checkpoint(ckpt_path)
-        if state["kind"] != model_kind:
-            raise InputError(f"{run} holds a '{state['kind']}' run, not '{model_kind}'")
-        epochs = config.epochs if config is not None else None
-        config = TrainConfig(**state["train"])
-        if epochs is not None:
-            config = replace(config, epochs=epochs)
-        seed = int(state["seed"])
-    elif resume:
-        raise InputError(f"{run}: no checkpoint to resume from")
-    config = config or TrainConfig.preset("small")
+    state, config, seed = open_run(run, model_kind, TrainConfig, config, seed, resume)
     net = net_config(state, ckpt_path) if state is not None else \
         NetConfig.preset(config.net, view_presence=True if config.view_dropout > 0 else None)
 
@@ -245,20 +295,7 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     dev = torch.device(device)
 
-    ids = case_ids(cohort_dir)
-    if not ids:
-        raise InputError(f"{cohort_dir}: no cases (not a generated heart cohort?)")
-    if config.max_cases is not None:
-        ids = ids[: config.max_cases]
-    if state is not None:
-        split = read_split(run)
-    else:
-        split = split_cases(ids, seed)
-        if not split["train"]:
-            raise InputError(f"{cohort_dir}: too few cases to train ({len(ids)})")
-        if rank == 0:
-            run.mkdir(parents=True, exist_ok=True)
-            write_split(run, split, seed)
+    split = run_split(run, cohort_dir, config.max_cases, seed, state is not None, write=rank == 0)
     train_arr = load_cohort_arrays(cohort_dir, split["train"], net.image_size, config.targets)
     val_arr = load_cohort_arrays(cohort_dir, split["val"], net.image_size, train_arr.source) if split["val"] else None
 
@@ -329,14 +366,7 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
     per_rank = math.ceil(n_train / world)
     steps_per_epoch = max(1, math.ceil(per_rank / config.batch_size))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(config, steps_per_epoch))
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        history = list(state["history"])
-        start_epoch = int(state["epoch"])
-        torch.set_rng_state(state["rng"]["torch"])
+    history, start_epoch = restore_training(state, opt, sched)
 
     bce = torch.nn.BCEWithLogitsLoss()
     cav_faces = template.get("lv_cavity_faces")
@@ -414,10 +444,7 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
             save_checkpoint(ckpt_path, kind=model_kind, epoch=epoch + 1, seed=seed, net=net, train=config.to_dict(),
                             extra=extra, template=template, model=model, optimizer=opt, scheduler=sched,
                             history=history)
-            with atomic_path(run / "train_log.json") as tmp:
-                tmp.write_text(json.dumps({"kind": model_kind, "seed": seed, "train": config.to_dict(),
-                                           "net": net.to_dict(), "history": history}, indent=1) + "\n",
-                               encoding="utf-8")
+            write_train_log(run, model_kind, seed, config.to_dict(), net, history)
             if progress:
                 print(f"epoch {epoch + 1}/{config.epochs}: train {rec['train_loss']:.4g} val "
                       f"{val if val is None else f'{val:.4g}'} ({rec['seconds']:.1f} s)", file=sys.stderr, flush=True)
