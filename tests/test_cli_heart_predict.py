@@ -98,14 +98,14 @@ def test_predict_from_recordings_with_overlay(runs, tmp_path):
                               "--a2c", str(paths["a2c"]), "--pose-run", str(runs["pose"]), "--depth-mm", "175"])
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "report.json").read_text())
-    assert rep["views"] == ["a4c", "a2c"] and rep["phases"] == ["still"] and rep["lv_volume_ml"] > 0
+    assert rep["views_given"] == ["a4c", "a2c"] and rep["phases"] == ["still"] and rep["lv_volume_ml"] > 0
     chk = rep["input_check"]
     assert chk["available"] and len(chk["per_view"]) == 6 and chk["per_view"][2]["present"] is False
     assert isinstance(chk["in_distribution"], bool) and isinstance(chk["view_order_ok"], bool)
     assert set(rep["planes"]) == {"a4c", "a2c"}
     for f in ("views.npz", "views.png", "overlay.png", "heart_still.vtp"):
         assert (out / f).is_file(), f
-    assert rep["seconds"]["total"] < 30
+    assert rep["seconds"] < 30 and rep["views"].endswith("views.npz")
 
 
 def test_strict_refuses_noise_and_old_checkpoints_say_the_check_is_unavailable(runs, tmp_path):
@@ -155,7 +155,7 @@ def test_evaluate_subsets_and_overlay(runs, tmp_path):
                               "a4c,a2c", "--pose-run", str(runs["pose"]), "--resolution", "24", "--no-figures"])
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "report.json").read_text())
-    assert rep["views"] == ["a4c", "a2c"]
+    assert rep["views_given"] == ["a4c", "a2c"]
     assert set(rep["overlay"]["per_view"]) == {"a4c", "a2c"} and 0 <= rep["overlay"]["median_dice"] <= 1
     assert rep["pose"]["per_view"]["a4c"]["angle_deg"] < rep["pose"]["per_view"]["a2c"]["angle_deg"] + 5
     one_line_error(runner.invoke(app, ["heart", "evaluate", str(runs["s2m"]), str(runs["cohort"]), str(out),
@@ -172,13 +172,13 @@ def test_real_stills_and_loop_in_one_command(runs, tmp_path):
                               "--depth-mm", "a4c=150,a2c=190,a3c=170,sax_basal=140,sax_mid=150,sax_apical=150"])
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "report.json").read_text())
-    assert rep["lv_volume_ml"] > 0 and len(rep["views"]) == 6 and (out / "overlay.png").is_file()
+    assert rep["lv_volume_ml"] > 0 and len(rep["views_given"]) == 6 and (out / "overlay.png").is_file()
     out = tmp_path / "loop"
     res = runner.invoke(app, ["heart", "predict", str(runs["s2m"]), str(out), "--a4c", str(loop),
                               "--pose-run", str(runs["pose"])])
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "report.json").read_text())
-    assert rep["phases"] == ["ed", "es"] and rep["views"] == ["a4c"] and np.isfinite(rep["ef"])
+    assert rep["phases"] == ["ed", "es"] and rep["views_given"] == ["a4c"] and np.isfinite(rep["ef"])
     with np.load(out / "views.npz") as z:
         src = json.loads(str(z["source"][0]))
     ed, es = src["frames_used"]

@@ -75,9 +75,10 @@ def test_demo_ends_with_the_path_of_its_page(tmp_path, monkeypatch):
 def fake_heart(monkeypatch, tmp_path):
     """``heart predict`` / ``heart evaluate`` whose engines write ready-made result folders."""
 
-    def predict_files(run_dir, views, out_dir):
+    def predict_folder(run_dir, out_dir, views=None, **_):
         heart_predict_result(out_dir)
-        return json.loads((out_dir / "report.json").read_text())
+        rep = json.loads((out_dir / "report.json").read_text())
+        return SimpleNamespace(report=rep, prediction=SimpleNamespace(overlay=None), views_file=views, warnings=[])
 
     def evaluate_split(run_dir, cohort_dir, **_):
         return SimpleNamespace(rows=[], report=None)
@@ -86,7 +87,7 @@ def fake_heart(monkeypatch, tmp_path):
         heart_evaluate_result(out_dir)
         evaluation.report = json.loads((out_dir / "report.json").read_text())
 
-    monkeypatch.setattr(heart_s2mnet, "predict_files", predict_files)
+    monkeypatch.setattr(heart_s2mnet, "predict_folder", predict_folder)
     monkeypatch.setattr(heart_s2mnet, "evaluate_split", evaluate_split)
     monkeypatch.setattr(heart_s2mnet, "write_evaluation", write_evaluation)
     views = tmp_path / "views.npz"

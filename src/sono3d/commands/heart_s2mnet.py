@@ -10,17 +10,16 @@ from sono3d.commands._common import print_json, view_file_option
 from sono3d.commands.report import HTML_HELP, write_page
 from sono3d.errors import InputError
 from sono3d.heart.evaluate import evaluate_split, write_evaluation
-from sono3d.heart.pose import PoseTrainConfig, train_pose
-from sono3d.heart.checkpoint import load_run
-from sono3d.heart.data import load_views
 from sono3d.heart.overlay import OVERLAY_LABELS
-from sono3d.heart.predict import input_check_line, predict_arrays, require_in_distribution, write_prediction
-from sono3d.heart.views_intake import intake_views, parse_depths, views_arrays, write_views
-from sono3d.simulate.echo_views import VIEW_NAMES, ViewOptions
-from sono3d.viz.overlay import overlay_figure
+from sono3d.heart.pose import PoseTrainConfig, train_pose
+from sono3d.heart.predict import predict_folder
 from sono3d.heart.s2mnet import POSE_KIND
-from sono3d.heart.training import TrainConfig, train as run_training
+from sono3d.heart.training import TrainConfig
+from sono3d.heart.training import train as run_training
+from sono3d.heart.views_intake import parse_depths
+from sono3d.simulate.echo_views import VIEW_NAMES
 from sono3d.viz.clinical import evaluation_figures
+from sono3d.viz.overlay import overlay_figure
 
 
 def add_commands(heart_app: typer.Typer) -> None:
@@ -117,40 +116,17 @@ def predict(
         raise InputError(f"expected RUN_DIR [VIEWS.npz] OUT_DIR, got {len(paths)} arguments")
     if out_dir.suffix.lower() == ".npz":
         raise InputError(f"{out_dir}: OUT_DIR is a folder (is the views file in the wrong place?)")
-    if views is not None and given:
-        raise InputError("give either a views file or view recordings (--a4c ...), not both")
-    if views is None and not given:
-        raise InputError("no views: give a views.npz (--views) or recordings (--a4c, --a2c, ..., --sax-apical)")
-    run = load_run(run_dir, expect_kind="s2mnet")
-    pose = load_run(pose_run, expect_kind=POSE_KIND) if pose_run is not None else None
-    intake = None
-    if given:
-        intake = intake_views(given, options=ViewOptions(), depth_mm=parse_depths(depth_mm), ed_frame=ed_frame,
-                              es_frame=es_frame, mirror=mirror)
-        for w in intake.warnings:
-            typer.echo(f"warning: {w}", err=True)
-        arrays = views_arrays(intake)
-    else:
-        arrays = load_views(views, run.net_config.n_views)
-    views_file = out_dir / "views.npz" if intake is not None else views
-    prediction = predict_arrays(run, arrays, pose, source=views_file)
-    if strict:
-        require_in_distribution(prediction)
-    line = input_check_line(prediction.report["input_check"])
-    if line:
-        typer.echo(f"warning: {line}", err=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    extra: list[str] = []
-    if intake is not None:
-        write_views(out_dir / "views.npz", intake)
-        extra += ["views.npz", "views.png"]
-    if prediction.overlay is not None:
-        overlay_figure(prediction.echo, prediction.overlay, prediction.present, VIEW_NAMES, prediction.phase_names,
-                       OVERLAY_LABELS, out_dir / "overlay.png", title=_overlay_title(prediction.report))
-        extra.append("overlay.png")
-    rep = write_prediction(prediction, out_dir, tuple(extra))
+    res = predict_folder(run_dir, out_dir, views=views, recordings=given, pose_run=pose_run, strict=strict,
+                         depth_mm=parse_depths(depth_mm), ed_frame=ed_frame, es_frame=es_frame, mirror=mirror)
+    for w in res.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    pred = res.prediction
+    if pred.overlay is not None:
+        overlay_figure(pred.echo, pred.overlay, pred.present, VIEW_NAMES, pred.phase_names, OVERLAY_LABELS,
+                       out_dir / "overlay.png", title=_overlay_title(res.report))
+    rep = res.report
     if html:
-        rep["html"] = write_page(out_dir, views=views_file)
+        rep["html"] = write_page(out_dir, views=res.views_file)
     print_json(rep)
 
 
@@ -191,9 +167,9 @@ def evaluate(
     rep = evaluation.report
     keys = ("n_cases", "iou128", "vertex_mse", "chamfer_mm", "ef_mae", "ef_pearson")
     summary = {k: rep.get(k) for k in keys}
-    for k in ("views", "pose", "overlay"):
+    for k in ("views_given", "pose", "overlay"):
         if k in rep:
-            summary[k] = rep[k] if k == "views" else {m: v for m, v in rep[k].items() if m != "per_view"}
+            summary[k] = rep[k] if k == "views_given" else {m: v for m, v in rep[k].items() if m != "per_view"}
     if "baseline" in rep:
         summary["baseline"] = {k: rep["baseline"].get(k) for k in keys if k in rep["baseline"]}
     if html:

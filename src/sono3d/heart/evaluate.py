@@ -260,7 +260,7 @@ def evaluate_split(run_dir: str | os.PathLike[str], cohort_dir: str | os.PathLik
     s = per_method["s2mnet"]
     report: dict[str, Any] = {
         "run": str(run_dir), "cohort": str(cohort_dir), "split": split, "n_cases": len(ids),
-        "resolution": R, "views": [v for v, p in zip(VIEW_NAMES, present) if p],
+        "resolution": R, "views_given": [v for v, p in zip(VIEW_NAMES, present) if p],
         "iou128": _summary(s["iou"]),
         "vertex_mse": float(np.mean(s["mse"])), "vertex_mse_units": "mm^2 (mean over vertices and x, y, z)",
         "vertex_error_mm": float(np.mean(s["err"])),

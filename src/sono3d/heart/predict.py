@@ -40,11 +40,17 @@ from sono3d.heart.checkpoint import LoadedRun, load_run
 from sono3d.heart.clinical import ejection_fraction, lv_volume_ml
 from sono3d.heart.data import echo_frame, from_frame, load_views, resize_views
 from sono3d.heart.input_check import check_views
-from sono3d.heart.overlay import OVERLAY_LABELS, sector_masks, slice_views, template_layers
+from sono3d.heart.overlay import (
+    OVERLAY_LABELS,
+    sector_masks,
+    slice_views,
+    template_layers,
+)
 from sono3d.heart.pose import predict_planes
 from sono3d.heart.s2mnet import POSE_KIND
 from sono3d.heart.strain import global_strains_pct
 from sono3d.heart.template import lv_cavity_with, template_mesh_with
+from sono3d.heart.views_intake import intake_views, views_arrays, write_views
 from sono3d.io.atomic import atomic_path
 from sono3d.simulate.echo_views import VIEW_NAMES, ViewOptions
 from sono3d.types import PHASES
@@ -52,7 +58,8 @@ from sono3d.types import PHASES
 # LoadedRun, load_run (sono3d.heart.checkpoint) and template_mesh_with (sono3d.heart.template) are
 # re-exported: they lived here before.
 __all__ = ["LoadedRun", "load_run", "template_mesh_with", "predict_views", "predict_files", "lv_volumes_from_points",
-           "Prediction", "predict_arrays", "write_prediction", "require_in_distribution", "input_check_line"]
+           "Prediction", "predict_arrays", "write_prediction", "require_in_distribution", "input_check_line",
+           "FolderPrediction", "predict_folder"]
 
 
 def lv_volumes_from_points(template: dict[str, np.ndarray], points: np.ndarray) -> float:
@@ -259,18 +266,87 @@ def write_prediction(prediction: Prediction, out_dir: str | os.PathLike[str], ex
     return report
 
 
+@dataclass
+class FolderPrediction:
+    """What :func:`predict_folder` wrote and computed.
+
+    Attributes
+    ----------
+    report : dict
+        ``report.json`` as written (its ``files`` include ``overlay.png`` when a pose run was given:
+        the caller draws it from ``prediction``, see ``sono3d heart predict``).
+    prediction : Prediction
+    views_file : Path
+        The views file the prediction came from (``OUT_DIR/views.npz`` for recordings).
+    warnings : list of str
+        One line each: the intake's (pixel size assumed, colour Doppler, ...) and the input check's.
+    """
+
+    report: dict[str, Any]
+    prediction: Prediction
+    views_file: Path
+    warnings: list[str]
+
+
+def predict_folder(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+                   views: str | os.PathLike[str] | None = None,
+                   recordings: dict[str, str | os.PathLike[str]] | None = None,
+                   pose_run: str | os.PathLike[str] | None = None, strict: bool = False,
+                   depth_mm: float | dict[str, float] | None = None, ed_frame: int | None = None,
+                   es_frame: int | None = None, mirror: bool = False) -> FolderPrediction:
+    """``sono3d heart predict``: a views file or the recordings themselves to a result folder.
+
+    Parameters
+    ----------
+    views : path-like, optional
+        A ``views.npz`` (:func:`sono3d.heart.data.load_views`).
+    recordings : dict, optional
+        View name to a recording (image, folder of images, video, DICOM), taken in by
+        :func:`sono3d.heart.views_intake.intake_views` (with ``depth_mm``, ``ed_frame``,
+        ``es_frame``, ``mirror``); ``views.npz`` and ``views.png`` are written into ``out_dir``.
+    pose_run : path-like, optional
+        A view-plane regressor run: the planes and the overlay (:func:`predict_arrays`).
+    strict : bool
+        Refuse (:class:`InputError`, nothing written) views the input check calls out of distribution.
+
+    Exactly one of ``views`` and ``recordings`` is needed. Everything is computed before anything
+    is written. Writes ``heart_<phase>.vtp``, ``report.json`` (and the intake's files).
+    """
+    if (views is None) == (not recordings):
+        raise InputError("give either a views file or view recordings (--a4c ...), not both" if views is not None
+                         else "no views: give a views.npz (--views) or recordings (--a4c, --a2c, ..., --sax-apical)")
+    out = Path(out_dir)
+    run = load_run(run_dir, expect_kind="s2mnet")
+    pose = load_run(pose_run, expect_kind=POSE_KIND) if pose_run is not None else None
+    warnings: list[str] = []
+    intake = None
+    if recordings:
+        intake = intake_views(recordings, options=ViewOptions(), depth_mm=depth_mm, ed_frame=ed_frame,
+                              es_frame=es_frame, mirror=mirror)
+        warnings += intake.warnings
+        arrays, views_file = views_arrays(intake), out / "views.npz"
+    else:
+        arrays, views_file = load_views(views, run.net_config.n_views), Path(views)
+    prediction = predict_arrays(run, arrays, pose, source=views_file)
+    if strict:
+        require_in_distribution(prediction)
+    line = input_check_line(prediction.report["input_check"])
+    if line:
+        warnings.append(line)
+    extra: tuple[str, ...] = ()
+    if intake is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_views(views_file, intake)
+        extra += ("views.npz", "views.png")
+    if prediction.overlay is not None:
+        extra += ("overlay.png",)
+    report = write_prediction(prediction, out, extra)
+    return FolderPrediction(report, prediction, views_file, warnings)
+
+
 def predict_files(run_dir: str | os.PathLike[str], views_path: str | os.PathLike[str],
                   out_dir: str | os.PathLike[str], pose_run: str | os.PathLike[str] | None = None,
                   strict: bool = False) -> dict[str, Any]:
-    """A ``views.npz`` to ``heart_<phase>.vtp`` and ``report.json`` in ``out_dir`` (see :func:`predict_arrays`).
-
-    ``strict``: refuse (:class:`InputError`, nothing written) views the input check calls out of
-    distribution. Everything is computed before anything is written, so a failure leaves no partial
-    output. The overlay figure is the caller's (``sono3d heart predict`` draws ``overlay.png``).
-    """
-    run = load_run(run_dir, expect_kind="s2mnet")
-    pose = load_run(pose_run, expect_kind=POSE_KIND) if pose_run is not None else None
-    prediction = predict_arrays(run, load_views(views_path, run.net_config.n_views), pose, source=views_path)
-    if strict:
-        require_in_distribution(prediction)
-    return write_prediction(prediction, out_dir)
+    """A ``views.npz`` to ``heart_<phase>.vtp`` and ``report.json`` in ``out_dir`` (:func:`predict_folder`);
+    returns the report. The overlay figure is the caller's."""
+    return predict_folder(run_dir, out_dir, views=views_path, pose_run=pose_run, strict=strict).report

@@ -193,7 +193,9 @@ def _predict_page(res: Result, views: str | Path | None) -> Page:
     rep = res.report
     page = Page("Heart from six echo views", res.kind, res.folder)
     _input_check(page, rep)
-    cards = [("LV end-diastolic volume", rep.get("lv_edv_ml"), "mL")]
+    # a still's phase is unknown: its one volume is lv_volume_ml (sono3d heart predict from stills)
+    cards = [("LV volume (a still)", rep.get("lv_volume_ml"), "mL") if "lv_volume_ml" in rep else
+             ("LV end-diastolic volume", rep.get("lv_edv_ml"), "mL")]
     if "lv_esv_ml" in rep:
         cards.append(("LV end-systolic volume", rep.get("lv_esv_ml"), "mL"))
     if "ef" in rep:
