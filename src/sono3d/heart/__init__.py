@@ -16,7 +16,7 @@ The names a user calls, from data to numbers::
   :func:`correspond_points`, :func:`correspond_meshes`, :func:`deformation_quality`,
   :func:`correspond_case`, :func:`correspond_cohort`;
 * networks: :class:`NetConfig`, :func:`build_model`, :class:`TrainConfig`, :func:`train`,
-  :func:`load_run`, :func:`predict_views`, :func:`predict_files`, :func:`predict_arrays`,
+  :func:`load_run`, :func:`predict_views`, :func:`predict_files`, :func:`predict_arrays`, :func:`predict_folder`,
   :func:`evaluate_split`, :func:`evaluate_run`; the view-plane regressor: :class:`PoseTrainConfig`,
   :func:`train_pose`, :func:`predict_planes`; the input check: :func:`check_views`;
 * recorded echoes: :func:`intake_views` (files to the network's views);
@@ -56,7 +56,7 @@ _FACE: dict[str, tuple[str, ...]] = {
     "s2mnet": ("NetConfig", "build_model"),
     "training": ("TrainConfig", "train"),
     "checkpoint": ("load_run",),
-    "predict": ("predict_views", "predict_files", "predict_arrays"),
+    "predict": ("predict_views", "predict_files", "predict_arrays", "predict_folder"),
     "pose": ("PoseTrainConfig", "train_pose", "predict_planes"),
     "input_check": ("check_views",),
     "views_intake": ("intake_views",),

@@ -33,7 +33,9 @@ def _report(folder: Path) -> dict[str, Any] | None:
 
 
 def _is_heart_predict(folder: Path, rep: dict[str, Any]) -> bool:
-    return "lv_edv_ml" in rep and any((folder / f"heart_{p}.vtp").is_file() for p in ("ed", "es"))
+    # a prediction from stills has one phase of unknown timing: heart_still.vtp and lv_volume_ml
+    return ("lv_edv_ml" in rep or "lv_volume_ml" in rep) and \
+        any((folder / f"heart_{p}.vtp").is_file() for p in ("ed", "es", "still"))
 
 
 def _is_heart_evaluate(folder: Path, rep: dict[str, Any]) -> bool:
@@ -55,7 +57,8 @@ def _is_demo(folder: Path, rep: dict[str, Any]) -> bool:
 # Checked in this order (a demo folder is also a reconstruction folder). Each entry: kind, what it
 # looks for (said in the error when nothing matches), test.
 KINDS: tuple[tuple[str, str, Callable[[Path, dict[str, Any]], bool]], ...] = (
-    ("heart predict", "heart_ed.vtp or heart_es.vtp with report.json holding lv_edv_ml", _is_heart_predict),
+    ("heart predict", "heart_ed.vtp, heart_es.vtp or heart_still.vtp with report.json holding lv_edv_ml or "
+     "lv_volume_ml", _is_heart_predict),
     ("heart evaluate", "cases.csv with report.json holding iou128", _is_heart_evaluate),
     ("sweep compare", "report.json holding compounding and gaussians records", _is_sweep_compare),
     ("demo", "volume.nii.gz with report.json holding holdout and baseline", _is_demo),

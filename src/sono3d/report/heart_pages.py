@@ -148,7 +148,7 @@ def _views_section(page: Page, res: Result, views: Path | None) -> None:
 def _mesh_section(page: Page, res: Result) -> None:
     import plotly.graph_objects as go
 
-    phases = [(name, res.folder / f"heart_{name.lower()}.vtp") for name in ("ED", "ES")]
+    phases = [(name, res.folder / f"heart_{name.lower()}.vtp") for name in ("ED", "ES", "still")]
     phases = [(n, p) for n, p in phases if p.is_file()]
     parts = {n: mesh_label_parts(read_mesh(p)) for n, p in phases}
     first = parts[phases[0][0]]
