@@ -131,8 +131,8 @@ def predict(
 
 
 def _overlay_title(report: dict) -> str:
-    vols = [f"{k.replace('lv_', 'LV ').replace('_ml', '')} {report[k]:.0f} mL"
-            for k in ("lv_volume_ml", "lv_edv_ml", "lv_esv_ml") if k in report]
+    names = {"lv_volume_ml": "LV volume", "lv_edv_ml": "EDV", "lv_esv_ml": "ESV"}
+    vols = [f"{name} {report[k]:.0f} mL" for k, name in names.items() if k in report]
     if "ef" in report:
         vols.append(f"EF {report['ef']:.0f} %")
     check = report["input_check"]
