@@ -30,7 +30,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +44,14 @@ from sono3d.geometry.transforms import euler_to_matrix, matrix_to_euler
 from sono3d.heart.checkpoint import CHECKPOINT, LoadedRun, build_run_model, net_config, save_checkpoint
 from sono3d.heart.data import (Augment, augment_views, echo_frame, load_cohort_arrays, resize_views)
 from sono3d.heart.s2mnet import POSE_KIND, NetConfig, init_pose_pixels
-from sono3d.heart.training import lr_schedule, open_run, restore_training, run_split, write_train_log
+from sono3d.heart.training import RunConfig, lr_schedule, open_run, restore_training, run_split, write_train_log
 
 __all__ = ["PoseTrainConfig", "train_pose", "view_planes", "plane_matrix", "predict_planes", "plane_errors",
            "normalised_targets", "planes_from_outputs"]
 
 
 @dataclass
-class PoseTrainConfig:
+class PoseTrainConfig(RunConfig):
     """Options of the view-plane regressor's training (``preset("small")`` for two CPU cores).
 
     Attributes
@@ -81,24 +81,12 @@ class PoseTrainConfig:
     max_cases: int | None = None
 
     @classmethod
-    def preset(cls, name: str = "small", **overrides: Any) -> "PoseTrainConfig":
-        """A named configuration (``small``, ``paper`` or ``tiny``); ``None`` overrides are ignored."""
-        presets = {"small": cls(), "paper": cls(net="paper", epochs=100, lr=1e-3, warmup_epochs=5),
-                   "tiny": cls(net="tiny", epochs=2, batch_size=16, warmup_epochs=0, augment=False)}
-        if name not in presets:
-            raise InputError(f"unknown training config '{name}' (known: {', '.join(presets)})")
-        return replace(presets[name], **{k: v for k, v in overrides.items() if v is not None})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def presets(cls) -> dict[str, "PoseTrainConfig"]:
+        return {"small": cls(), "paper": cls(net="paper", epochs=100, lr=1e-3, warmup_epochs=5),
+                "tiny": cls(net="tiny", epochs=2, batch_size=16, warmup_epochs=0, augment=False)}
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InputError(f"{name} must be a positive integer, got {v}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InputError(f"lr must be positive, got {self.lr}")
+        self.check_common()
         if not (self.ridge > 0 and math.isfinite(self.ridge)):
             raise InputError(f"ridge must be positive, got {self.ridge}")
 

@@ -54,11 +54,41 @@ from sono3d.heart.template import record_faces, template_record
 from sono3d.io.atomic import atomic_path
 from sono3d.types import PHASES
 
-__all__ = ["TrainConfig", "train", "lr_schedule", "open_run", "run_split", "restore_training", "write_train_log"]
+__all__ = ["RunConfig", "TrainConfig", "train", "lr_schedule", "open_run", "run_split", "restore_training", "write_train_log"]
+
+
+class RunConfig:
+    """What every training config shares (S2MNet and voxel runs, the pose model): named presets
+    with overrides, a plain dict for the checkpoint, and the checks of ``epochs``, ``batch_size``
+    and ``lr``. Subclasses are dataclasses that define :meth:`presets`."""
+
+    @classmethod
+    def presets(cls) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def preset(cls, name: str = "small", **overrides: Any) -> Any:
+        """A named configuration (``small``, ``paper`` or ``tiny``) with some fields replaced
+        (``None`` values in ``overrides`` are ignored, so options left unset keep the preset's)."""
+        presets = cls.presets()
+        if name not in presets:
+            raise InputError(f"unknown training config '{name}' (known: {', '.join(presets)})")
+        return replace(presets[name], **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def check_common(self) -> None:
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InputError(f"{name} must be a positive integer, got {v}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InputError(f"lr must be positive, got {self.lr}")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunConfig):
     """Training options; ``preset("small")`` for two CPU cores, ``preset("paper")`` for a GPU.
 
     Attributes
@@ -128,29 +158,16 @@ class TrainConfig:
     view_dropout: float = 0.0
 
     @classmethod
-    def preset(cls, name: str = "small", **overrides: Any) -> "TrainConfig":
-        """A named configuration (``small``, ``paper`` or ``tiny``) with some fields replaced
-        (``None`` values in ``overrides`` are ignored, so options left unset keep the preset's)."""
-        presets = {
+    def presets(cls) -> dict[str, "TrainConfig"]:
+        return {
             "small": cls(),
             "paper": cls(net="paper", epochs=200, batch_size=32, lr=1e-3, warmup_epochs=5, chamfer_weight=0.1,
                          workers=8),
             "tiny": cls(net="tiny", epochs=4, batch_size=4, lr=3e-3, warmup_epochs=0, augment=False),
         }
-        if name not in presets:
-            raise InputError(f"unknown training config '{name}' (known: {', '.join(presets)})")
-        return replace(presets[name], **{k: v for k, v in overrides.items() if v is not None})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InputError(f"{name} must be a positive integer, got {v}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InputError(f"lr must be positive, got {self.lr}")
+        self.check_common()
         if isinstance(self.shift_px, bool) or not isinstance(self.shift_px, int) or self.shift_px < 0:
             raise InputError(f"shift_px must be a non-negative integer, got {self.shift_px}")
         if not (self.global_lr_scale >= 0 and math.isfinite(self.global_lr_scale)):
