@@ -44,6 +44,35 @@ def one_line_error(result, *words: str) -> str:
     return lines[0]
 
 
+def snapshot(*paths: Path) -> dict[Path, bytes | None]:
+    """The bytes of each existing file among ``paths`` (recursively for folders), to check later that
+    a refused run did not change them."""
+    out: dict[Path, bytes | None] = {}
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            out[f] = f.read_bytes() if f.is_file() else None
+    return out
+
+
+def refused(result, *words: str, absent: tuple[Path, ...] = (), unchanged: dict[Path, bytes | None] | None = None
+            ) -> str:
+    """Assert a CLI run was refused as sono3d refuses bad input: exit code 2, ONE line
+    ``error: ...`` naming ``words`` (the file or option), no traceback; nothing under the final names
+    ``absent`` (nor a temporary file of an atomic write beside them); every file of ``unchanged``
+    (from :func:`snapshot`) as it was. Returns the error line."""
+    line = one_line_error(result, *words)
+    for path in absent:
+        assert not path.exists(), f"{path} was written"
+        if path.parent.is_dir():
+            temps = [p.name for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.") and ".tmp" in p.name]
+            assert not temps, temps
+    for path, data in (unchanged or {}).items():
+        now = path.read_bytes() if path.is_file() else None
+        assert now == data, f"{path} was changed"
+    return line
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -1,8 +1,9 @@
 """The ``sono3d`` command line: a thin typer layer over the Python API.
 
 Each verb group lives in :mod:`sono3d.commands`; this module only assembles them and turns a
-:class:`~sono3d.errors.SonoError` (or an unreadable path) into ``error: <message>`` on stderr and
-exit code 2, never a traceback.
+:class:`~sono3d.errors.SonoError` (or an operating-system error: a missing or unreadable path, a
+read-only folder, a full disk) into ``error: <message>`` on stderr and exit code 2, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ class _ErrorReportingGroup(TyperGroup):
             return super().invoke(ctx)
         except SonoError as exc:
             _fail(str(exc))
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        except FileExistsError as exc:  # a folder to create where a file is
+            _fail(f"{exc.filename}: exists and is not a folder" if exc.filename else str(exc))
+        except OSError as exc:  # missing, unreadable, read-only, disk full: the system's words, one line
             name = getattr(exc, "filename", None)
             reason = exc.strerror or type(exc).__name__
             _fail(f"{name}: {reason}" if name else reason)

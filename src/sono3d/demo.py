@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sono3d.io import write_sweep, write_volume
+from sono3d.io.lock import writer_lock
 from sono3d.phantoms.uterus import build_uterus
 from sono3d.simulate.sweeps import SweepConfig, simulate_sweep
 from sono3d.sweep.compound import CompoundConfig, evaluate_holdout
@@ -52,16 +53,17 @@ def demo_comparison(out_dir: "str | os.PathLike[str]", seed: int = 0, frames: in
         written to ``report.json`` in ``out_dir``.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    phantom = build_uterus(seed=seed, mesh=False, spacing_mm=1.0)
-    sweep, truth = simulate_sweep(phantom, SweepConfig(frames=frames, size_px=size_px, appearance="labels",
-                                                       seed=seed))
-    write_sweep(out / "sweep.seq.nrrd", sweep)
-    write_volume(out / "truth.nii.gz", truth)
-    cfg = config if config is not None else ReconstructConfig.preset("fast", seed=seed)
-    report = reconstruct_to_folder(out / "sweep.seq.nrrd", out, cfg, truth_path=out / "truth.nii.gz",
-                                   progress=progress)
-    base = evaluate_holdout(sweep, cfg.holdout or 5, CompoundConfig(spacing_mm=max(sweep.spacing_mm)))
-    report["baseline"] = {**base, "psnr_pooled": pooled_psnr(base["l2"])}
-    write_report(out / "report.json", report)
-    return report
+    with writer_lock(out, "output folder"):
+        out.mkdir(parents=True, exist_ok=True)
+        phantom = build_uterus(seed=seed, mesh=False, spacing_mm=1.0)
+        sweep, truth = simulate_sweep(phantom, SweepConfig(frames=frames, size_px=size_px, appearance="labels",
+                                                           seed=seed))
+        write_sweep(out / "sweep.seq.nrrd", sweep)
+        write_volume(out / "truth.nii.gz", truth)
+        cfg = config if config is not None else ReconstructConfig.preset("fast", seed=seed)
+        report = reconstruct_to_folder(out / "sweep.seq.nrrd", out, cfg, truth_path=out / "truth.nii.gz",
+                                       progress=progress)
+        base = evaluate_holdout(sweep, cfg.holdout or 5, CompoundConfig(spacing_mm=max(sweep.spacing_mm)))
+        report["baseline"] = {**base, "psnr_pooled": pooled_psnr(base["l2"])}
+        write_report(out / "report.json", report)
+        return report

@@ -14,11 +14,23 @@ import numpy as np
 
 from sono3d.errors import InputError
 
-__all__ = ["PHASES", "Sector", "Sweep", "Volume"]
+__all__ = ["PHASES", "COMPACT_FRAME_PIXELS", "Sector", "Sweep", "Volume", "frame_dtype"]
 
 # The two cardiac phases, end-diastole and end-systole, in the order every heart array, file and
 # table of sono3d uses (arrays indexed ``[phase]``, files ``ed.vtp`` / ``es.vtp``).
 PHASES = ("ed", "es")
+
+#: A sweep read from a file with more pixels than this (2^28: 1 GiB as float32, e.g. 1,024 frames
+#: of 512x512) keeps its frames as float16: half the memory, and float16's 11-bit significand still
+#: separates every level of an 8-bit recording (rounding below 1/8 of a level). Smaller sweeps stay
+#: float32, bit for bit as before.
+COMPACT_FRAME_PIXELS = 1 << 28
+
+
+def frame_dtype(n_pixels: int) -> np.dtype:
+    """The dtype a reader stores ``n_pixels`` frame pixels in: float32, or float16 beyond
+    :data:`COMPACT_FRAME_PIXELS`."""
+    return np.dtype(np.float16 if int(n_pixels) > COMPACT_FRAME_PIXELS else np.float32)
 
 
 @dataclass(frozen=True)
@@ -75,9 +87,11 @@ class Sweep:
 
     Attributes
     ----------
-    frames : ndarray, shape (N, H, W), float32
+    frames : ndarray, shape (N, H, W), float32 or float16
         Grey levels in [0, 1]. Row ``r`` runs down the image (away from the probe), column ``c``
-        runs across it (lateral).
+        runs across it (lateral). float16 is kept as it is (readers use it for large sweeps, see
+        :func:`frame_dtype`; consumers convert a batch of frames at a time); any other dtype
+        becomes float32.
     image_to_world : ndarray, shape (N, 4, 4), float64, or None
         Per-frame matrix taking the pixel homogeneous vector ``(col, row, 0, 1)`` to RAS mm. Its
         upper-left 3x3 block is a rotation times ``diag(dx, dy, 1)`` (pixel spacing folded in).
@@ -104,8 +118,9 @@ class Sweep:
             raise InputError("sweep is empty: it has no frames")
         if frames.shape[1] < 2 or frames.shape[2] < 2:
             raise InputError(f"sweep frames are too small: {frames.shape[1]}x{frames.shape[2]} pixels")
-        frames = frames.astype(np.float32, copy=False)
-        if not np.all(np.isfinite(frames)):
+        if frames.dtype != np.float16:
+            frames = frames.astype(np.float32, copy=False)
+        if not all(np.isfinite(frames[s:s + 64]).all() for s in range(0, frames.shape[0], 64)):
             raise InputError("sweep frames contain NaN or infinite values")
         self.frames = frames
         dy, dx = (float(v) for v in self.spacing_mm)

@@ -10,6 +10,8 @@ import typer
 
 from sono3d import demo as demo_module
 from sono3d.commands.report import HTML_HELP, write_page
+from sono3d.errors import InputError
+from sono3d.io.lock import writer_lock
 
 
 def demo(
@@ -20,9 +22,13 @@ def demo(
     html: bool = typer.Option(True, "--html/--no-html", help=HTML_HELP),
 ) -> None:
     """Simulate a uterus sweep, reconstruct it with 3D Gaussians and compare with compounding."""
+    if out is not None and out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder (--out names the folder for the results)")
     folder = out if out is not None else Path(tempfile.mkdtemp(prefix="sono3d-demo-"))
     # Looked up on the module at call time, so a test can swap in a smaller demo.
-    rep = demo_module.demo_comparison(folder, seed=seed, progress=not quiet)
+    with writer_lock(folder, "output folder"):  # the page too
+        rep = demo_module.demo_comparison(folder, seed=seed, progress=not quiet)
+        page = write_page(folder) if html else None
     g, b = rep["holdout"], rep["baseline"]
     # PSNR from the MSE pooled over all held-out frames: a per-frame mean is infinite as soon as
     # one empty frame is reproduced exactly, which compounding does.
@@ -31,7 +37,6 @@ def demo(
     typer.echo(f"training frames: SSIM {rep['train']['ssim']:.3f} L1 {rep['train']['l1']:.4f}; "
                f"{rep['gaussians']} Gaussians, {rep['seconds']:.0f} s ({rep['backend']})")
     typer.echo(f"volume: {rep['outputs']['volume']}")
-    page = write_page(folder) if html else None
     if page is not None:
         typer.echo(f"report: {page} (open it in a browser)")
 

@@ -12,6 +12,7 @@ from sono3d.errors import InputError
 from sono3d.heart.fit_real import fit_real as fit_real_to_folder
 from sono3d.heart.strain import lv_strain, read_template_points
 from sono3d.io import read_mesh
+from sono3d.io.lock import writer_lock
 from sono3d.viz.clinical import bullseye_figure, volume_curve_figure
 
 
@@ -40,9 +41,10 @@ def strain(
     _png(bullseye)
     res = lv_strain(read_template_points(ed_mesh), read_template_points(es_mesh))
     if bullseye is not None:
-        bullseye_figure({s["segment"]: s["longitudinal_pct"] for s in res.segments}, bullseye,
-                        title=f"longitudinal strain (GLS {res.gls_pct:.1f} %)", label="strain (%)",
-                        cmap="RdBu", vmin=-30.0, vmax=0.0)
+        with writer_lock(bullseye, "figure"):
+            bullseye_figure({s["segment"]: s["longitudinal_pct"] for s in res.segments}, bullseye,
+                            title=f"longitudinal strain (GLS {res.gls_pct:.1f} %)", label="strain (%)",
+                            cmap="RdBu", vmin=-30.0, vmax=0.0)
     if as_json:
         print_json(res.to_dict())
         return
@@ -73,14 +75,16 @@ def fit_real(
         if not template.is_file():
             raise InputError(f"{template}: no such template file")
         tpl = read_mesh(template)
-    res = fit_real_to_folder(source, out_dir, template=tpl)
-    rep = res.report
-    if figures:
-        volume_curve_figure(res.phases, res.lv_real_ml, res.lv_fitted_ml, out_dir / "volume_curve.png",
-                            ed=res.ed_index, es=res.es_index)
-        bullseye_figure({s["segment"]: s["longitudinal_pct"] for s in rep["segments"]}, out_dir / "bullseye_gls.png",
-                        title=f"fitted template, longitudinal strain (GLS {rep['gls_pct']:.1f} %)",
-                        label="strain (%)", cmap="RdBu", vmin=-30.0, vmax=0.0)
+    with writer_lock(out_dir, "output folder"):
+        res = fit_real_to_folder(source, out_dir, template=tpl)
+        rep = res.report
+        if figures:
+            volume_curve_figure(res.phases, res.lv_real_ml, res.lv_fitted_ml, out_dir / "volume_curve.png",
+                                ed=res.ed_index, es=res.es_index)
+            bullseye_figure({s["segment"]: s["longitudinal_pct"] for s in rep["segments"]},
+                            out_dir / "bullseye_gls.png",
+                            title=f"fitted template, longitudinal strain (GLS {rep['gls_pct']:.1f} %)",
+                            label="strain (%)", cmap="RdBu", vmin=-30.0, vmax=0.0)
     print_json({"ef_fitted": rep["ef_fitted"], "ef_direct": rep["ef_direct"], "gls_pct": rep["gls_pct"],
                 "max_volume_error_pct": rep["max_volume_error_pct"],
                 "max_chamfer_mm": float(np.max(rep["chamfer_mm"])), "phases": len(res.phases),

@@ -9,6 +9,7 @@ import typer
 from sono3d.commands._common import print_json
 from sono3d.errors import InputError
 from sono3d.heart.cohort import generate_cohort, load_case
+from sono3d.io.lock import writer_lock
 from sono3d.simulate.echo_views import ViewOptions
 from sono3d.viz.heart import show_case_figure
 
@@ -51,5 +52,6 @@ def show_case(
     case = load_case(cohort_dir, case_id)
     if case.views is None:
         raise InputError(f"case {case_id} has no views.npz")
-    show_case_figure(case, out_png, render_3d=render_3d)
+    with writer_lock(out_png, "figure"):
+        show_case_figure(case, out_png, render_3d=render_3d)
     typer.echo(str(out_png))

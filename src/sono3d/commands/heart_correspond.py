@@ -9,6 +9,7 @@ import typer
 from sono3d.commands._common import print_json
 from sono3d.errors import InputError
 from sono3d.heart.correspond import FIGURE_NAME, REPORT_NAME, CorrespondOptions, correspond_cohort
+from sono3d.io.lock import writer_lock
 from sono3d.viz.heart import correspondence_histogram
 
 
@@ -37,8 +38,9 @@ def correspond(
     if workers <= 0:
         raise InputError(f"--workers must be a positive integer, got {workers}")
     options = CorrespondOptions(blur_mm=blur, reach_mm=reach if reach > 0 else None)
-    report = correspond_cohort(cohort_dir, template=template, options=options, workers=workers,
-                               progress=progress, reuse=not recompute)
-    correspondence_histogram(report["cases"], cohort_dir / FIGURE_NAME)
+    with writer_lock(cohort_dir, "cohort folder"):
+        report = correspond_cohort(cohort_dir, template=template, options=options, workers=workers,
+                                   progress=progress, reuse=not recompute)
+        correspondence_histogram(report["cases"], cohort_dir / FIGURE_NAME)
     keys = ("n_cases", "chamfer_mm", "vertex_error_mm", "lv_volume_error_pct", "seconds_per_case")
     print_json({"report": str(cohort_dir / REPORT_NAME), **{k: report[k] for k in keys}})

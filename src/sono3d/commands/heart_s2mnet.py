@@ -17,6 +17,7 @@ from sono3d.heart.s2mnet import POSE_KIND
 from sono3d.heart.training import TrainConfig
 from sono3d.heart.training import train as run_training
 from sono3d.heart.views_intake import parse_depths
+from sono3d.io.lock import writer_lock
 from sono3d.simulate.echo_views import VIEW_NAMES
 from sono3d.viz.clinical import evaluation_figures
 from sono3d.viz.overlay import overlay_figure
@@ -37,12 +38,15 @@ def train(
     epochs: int = typer.Option(None, "--epochs", help="Number of epochs (default: the config's)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split, the weights, the order and the augmentation."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in RUN_DIR from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in RUN_DIR from its last checkpoint "
+                                "(or from its start if it was interrupted before the first one)."),
     workers: int = typer.Option(None, "--workers", help="DataLoader worker processes (default: the config's)."),
     max_cases: int = typer.Option(None, "--max-cases", help="Use only the first N cases of the cohort."),
     view_dropout: float = typer.Option(None, "--view-dropout", help="Probability that a training sample loses views "
                                        "(so that predict accepts any non-empty subset of the six views)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Print a line per epoch on stderr."),
+    dtype: str = typer.Option(None, "--dtype", help="float32 (default) or float64 (about 2x slower; for "
+                              "numerical checks, e.g. one process against several under torchrun)."),
 ) -> None:
     """Train S2MNet, the voxel baseline or the view-plane regressor on a cohort (80/10/10 split by case); resumable."""
     if config not in ("small", "paper", "tiny"):
@@ -66,7 +70,8 @@ def train(
         res.pop("history", None)
         print_json(res)
         return
-    cfg = TrainConfig.preset(config, epochs=epochs, workers=workers, max_cases=max_cases, view_dropout=view_dropout)
+    cfg = TrainConfig.preset(config, epochs=epochs, workers=workers, max_cases=max_cases, view_dropout=view_dropout,
+                             dtype=dtype)
     # On --resume the run's stored config wins (only --epochs may extend it).
     res = run_training(cohort_dir, run_dir, model, cfg if (not resume or epochs is not None) else None, seed=seed,
                        resume=resume, device=device, progress=progress)
@@ -116,17 +121,18 @@ def predict(
         raise InputError(f"expected RUN_DIR [VIEWS.npz] OUT_DIR, got {len(paths)} arguments")
     if out_dir.suffix.lower() == ".npz":
         raise InputError(f"{out_dir}: OUT_DIR is a folder (is the views file in the wrong place?)")
-    res = predict_folder(run_dir, out_dir, views=views, recordings=given, pose_run=pose_run, strict=strict,
-                         depth_mm=parse_depths(depth_mm), ed_frame=ed_frame, es_frame=es_frame, mirror=mirror)
-    for w in res.warnings:
-        typer.echo(f"warning: {w}", err=True)
-    pred = res.prediction
-    if pred.overlay is not None:
-        overlay_figure(pred.echo, pred.overlay, pred.present, VIEW_NAMES, pred.phase_names, OVERLAY_LABELS,
-                       out_dir / "overlay.png", title=_overlay_title(res.report))
-    rep = res.report
-    if html:
-        rep["html"] = write_page(out_dir, views=res.views_file)
+    with writer_lock(out_dir, "output folder"):  # the page too
+        res = predict_folder(run_dir, out_dir, views=views, recordings=given, pose_run=pose_run, strict=strict,
+                             depth_mm=parse_depths(depth_mm), ed_frame=ed_frame, es_frame=es_frame, mirror=mirror)
+        for w in res.warnings:
+            typer.echo(f"warning: {w}", err=True)
+        pred = res.prediction
+        if pred.overlay is not None:
+            overlay_figure(pred.echo, pred.overlay, pred.present, VIEW_NAMES, pred.phase_names, OVERLAY_LABELS,
+                           out_dir / "overlay.png", title=_overlay_title(res.report))
+        rep = res.report
+        if html:
+            rep["html"] = write_page(out_dir, views=res.views_file)
     print_json(rep)
 
 
@@ -159,19 +165,20 @@ def evaluate(
     if resolution < 8 or resolution > 512:
         raise InputError(f"--resolution must be between 8 and 512, got {resolution}")
     subset = None if views is None else views.split(",")
-    evaluation = evaluate_split(run_dir, cohort_dir, split=split, baseline=baseline, resolution=resolution, views=subset,
-                                pose=pose_run)
-    write_evaluation(evaluation, out_dir)
-    if figures:
-        evaluation_figures(evaluation.rows, out_dir, resolution=resolution)
-    rep = evaluation.report
-    keys = ("n_cases", "iou128", "vertex_mse", "chamfer_mm", "ef_mae", "ef_pearson")
-    summary = {k: rep.get(k) for k in keys}
-    for k in ("views_given", "pose", "overlay"):
-        if k in rep:
-            summary[k] = rep[k] if k == "views_given" else {m: v for m, v in rep[k].items() if m != "per_view"}
-    if "baseline" in rep:
-        summary["baseline"] = {k: rep["baseline"].get(k) for k in keys if k in rep["baseline"]}
-    if html:
-        summary["html"] = write_page(out_dir)
+    with writer_lock(out_dir, "output folder"):  # the page too
+        evaluation = evaluate_split(run_dir, cohort_dir, split=split, baseline=baseline, resolution=resolution, views=subset,
+                                    pose=pose_run)
+        write_evaluation(evaluation, out_dir)
+        if figures:
+            evaluation_figures(evaluation.rows, out_dir, resolution=resolution)
+        rep = evaluation.report
+        keys = ("n_cases", "iou128", "vertex_mse", "chamfer_mm", "ef_mae", "ef_pearson")
+        summary = {k: rep.get(k) for k in keys}
+        for k in ("views_given", "pose", "overlay"):
+            if k in rep:
+                summary[k] = rep[k] if k == "views_given" else {m: v for m, v in rep[k].items() if m != "per_view"}
+        if "baseline" in rep:
+            summary["baseline"] = {k: rep["baseline"].get(k) for k in keys if k in rep["baseline"]}
+        if html:
+            summary["html"] = write_page(out_dir)
     print_json(summary)

@@ -8,6 +8,7 @@ import typer
 
 from sono3d.commands._common import command_modules
 from sono3d.errors import InputError
+from sono3d.io.lock import writer_lock
 from sono3d.phantoms import build_uterus, save_phantom
 
 phantom_app = typer.Typer(help="Build synthetic phantoms (volumes and surfaces with exact ground truth).",
@@ -29,8 +30,9 @@ def uterus(
         raise InputError(f"--spacing must be a positive number of mm, got {spacing}")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a folder")
-    phantom = build_uterus(seed=seed, spacing_mm=spacing, border_mm=border)
-    paths = save_phantom(phantom, out_dir)
+    with writer_lock(out_dir, "phantom folder"):
+        phantom = build_uterus(seed=seed, spacing_mm=spacing, border_mm=border)
+        paths = save_phantom(phantom, out_dir)
     inside = float((phantom.labels.array > 0).sum()) * spacing ** 3 / 1000.0
     typer.echo(f"uterus phantom (seed {seed}): {phantom.labels.shape[0]}x{phantom.labels.shape[1]}x"
                f"{phantom.labels.shape[2]} voxels at {spacing:g} mm, uterus {inside:.1f} mL"

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from sono3d.errors import InputError, SonoError
+from sono3d.io.lock import writer_lock
 from sono3d.report import MAX_VOXELS, build_report
 
 HTML_HELP = "Also write report.html: one page with the 3D view and the figures, opened from disk (--no-html: skip)."
@@ -34,8 +35,12 @@ def report(
     for name, path in (("--views", views), ("--truth", truth)):
         if path is not None and not path.is_file():
             raise InputError(f"{name} {path}: no such file")
-    page = build_report(result_dir, out, views=views, truth=truth,
-                        max_voxels=max_voxels if max_voxels is not None else MAX_VOXELS)
+    if not result_dir.is_dir():
+        raise InputError(f"{result_dir}: no such result folder")
+    # The page goes into the result folder (locked, as its verb locks it) or to a file of its own.
+    with writer_lock(result_dir if out is None else out, "result folder" if out is None else "page"):
+        page = build_report(result_dir, out, views=views, truth=truth,
+                            max_voxels=max_voxels if max_voxels is not None else MAX_VOXELS)
     typer.echo(str(page))
 
 

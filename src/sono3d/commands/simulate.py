@@ -8,6 +8,7 @@ import typer
 
 from sono3d.commands._common import command_modules
 from sono3d.io import full_suffix, read_volume, write_sweep, write_volume
+from sono3d.io.lock import writer_lock
 from sono3d.io.registry import lookup
 from sono3d.phantoms import load_phantom
 from sono3d.simulate import SweepConfig, simulate_sweep
@@ -50,11 +51,12 @@ def sweep(
                          appearance=appearance, jitter_deg=jitter, speed_variation=speed_variation,  # type: ignore[arg-type]
                          tremor_deg=tremor, tremor_mm=tremor_mm, seed=seed)
     lookup(out, "sweep", writing=True)  # fail on a bad extension before simulating
-    source = load_phantom(phantom_dir) if phantom_dir.is_dir() else read_volume(phantom_dir)
-    result, truth = simulate_sweep(source, config)
     truth_out = truth_path(out)
-    write_sweep(out, result)
-    write_volume(truth_out, truth)
+    with writer_lock(out, "output sweep"):
+        source = load_phantom(phantom_dir) if phantom_dir.is_dir() else read_volume(phantom_dir)
+        result, truth = simulate_sweep(source, config)
+        write_sweep(out, result)
+        write_volume(truth_out, truth)
     dy, dx = result.spacing_mm
     typer.echo(f"{config.direction} {config.kind} sweep, {result.n_frames} frames of {size}x{size} px at "
                f"{dy:.3g} mm, {config.appearance} appearance")

@@ -8,6 +8,7 @@ import typer
 
 from sono3d.errors import InputError
 from sono3d.io import read_sweep, write_volume
+from sono3d.io.lock import writer_lock
 from sono3d.io.registry import lookup
 from sono3d.sweep.compound import CompoundConfig, compound_sweep
 
@@ -34,6 +35,12 @@ def compound(
     if max_hole is not None and not max_hole > 0:
         raise InputError(f"--max-hole must be positive, got {max_hole} mm")
     lookup(out, "volume", writing=True)
+    with writer_lock(out, "output volume"):
+        _compound(sweep_path, out, spacing, method, compounding, fill_holes, plus_config, max_hole)
+
+
+def _compound(sweep_path: Path, out: Path, spacing: float | None, method: str | None, compounding: str | None,
+              fill_holes: bool | None, plus_config: Path | None, max_hole: float | None) -> None:
     sweep = read_sweep(sweep_path, plus_config=plus_config)
     if spacing is None and plus_config is None:
         # Voxels much finer than the pixels only add holes; much coarser would lose detail.

@@ -9,6 +9,7 @@ import typer
 
 from sono3d.commands.report import HTML_HELP, write_page
 from sono3d.errors import InputError
+from sono3d.io.lock import writer_lock
 from sono3d.sweep.export import reconstruct_to_folder, render_to_sweep
 from sono3d.sweep.reconstruct import ReconstructConfig
 
@@ -55,8 +56,10 @@ def reconstruct(
         gaussians_per_slice=gaussians_per_slice, init=init, epochs=epochs, batch=batch, holdout=holdout,
         density_control=density_control, refine_poses=refine_poses, backend=backend, device=device, seed=seed,
     )
-    report = reconstruct_to_folder(sweep, out_dir, config, truth_path=truth, plus_config=plus_config,
-                                   spacing_mm=_spacing(spacing), progress=not quiet)
+    with writer_lock(out_dir, "output folder"):  # the page too
+        report = reconstruct_to_folder(sweep, out_dir, config, truth_path=truth, plus_config=plus_config,
+                                       spacing_mm=_spacing(spacing), progress=not quiet)
+        page = write_page(out_dir, truth=truth) if html else None
     tr, ho = report["train"], report["holdout"]
 
     def fmt(m: dict) -> str:
@@ -70,7 +73,6 @@ def reconstruct(
         typer.echo(f"volume: psnr={v['psnr']:.4g} ncc={v['ncc']:.4g} dice={v['dice']:.4g}")
     typer.echo(f"{report['gaussians']} Gaussians, {report['epochs']} epochs, {report['seconds']:.1f} s "
                f"({report['backend']}); wrote {out_dir}")
-    page = write_page(out_dir, truth=truth) if html else None
     if page is not None:
         typer.echo(f"report: {page}")
 
@@ -88,9 +90,10 @@ def render(
     plus_config: Optional[Path] = typer.Option(None, "--plus-config", help="PLUS configuration XML."),
 ) -> None:
     """Render Gaussians on the planes of a sweep into a new sweep file."""
-    path = render_to_sweep(gaussians, sweep, out, poses=poses, span_deg=span, fan_axis=fan_axis,
-                           pivot_offset_mm=pivot_offset, backend=backend, plus_config=plus_config,
-                           spacing_mm=_spacing(spacing))
+    with writer_lock(out, "output sweep"):
+        path = render_to_sweep(gaussians, sweep, out, poses=poses, span_deg=span, fan_axis=fan_axis,
+                               pivot_offset_mm=pivot_offset, backend=backend, plus_config=plus_config,
+                               spacing_mm=_spacing(spacing))
     typer.echo(f"wrote {path}")
 
 

@@ -32,16 +32,19 @@ input_check optional (S2MNet runs since issue 14): the training views' feature s
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sono3d.errors import FileFormatError, InputError
+from sono3d.errors import FileFormatError, InputError, reason
 from sono3d.heart.s2mnet import POSE_KIND, NetConfig, build_model
 from sono3d.heart.template import record_arrays
 from sono3d.io.atomic import atomic_path
+from sono3d.io.registry import file_signature
 
 __all__ = [
     "CHECKPOINT",
@@ -81,13 +84,31 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises :class:`FileFormatError` for a file torch cannot read and :class:`InputError` for one
     that is not an S2MNet-run checkpoint.
     """
+    expected = f"expected the {CHECKPOINT} that sono3d heart train writes, a PyTorch zip archive"
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head != b"PK\x03\x04":
+        # Not a zip: an old-style pickle, or not a checkpoint at all. Refused before torch reads it.
+        found = file_signature(path)
+        raise FileFormatError(f"{path}: not a sono3d checkpoint ({expected}; {'it is ' + found if found else 'it is not a zip archive'})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle/zip errors of a corrupt or foreign file
-        raise FileFormatError(f"{path}: not a readable checkpoint ({' '.join(str(exc).split())[:100]})") from None
+    except pickle.UnpicklingError as exc:
+        raise FileFormatError(f"{path}: not a sono3d checkpoint: it holds Python objects beyond tensors and plain "
+                              f"values, which sono3d never loads ({_unpickler_detail(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - zip/stream errors of a truncated or corrupt file
+        raise FileFormatError(f"{path}: checkpoint is truncated or corrupt ({reason(exc)})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not a sono3d S2MNet/voxel checkpoint")
+        raise InputError(f"{path}: not a sono3d S2MNet/voxel checkpoint (a PyTorch file of another program; "
+                         f"its format is {state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
     return state
+
+
+def _unpickler_detail(exc: BaseException) -> str:
+    """What torch's weights-only unpickler refused, without its advice to load the file unsafely."""
+    text = " ".join(str(exc).split())
+    m = re.search(r"(Trying to load unsupported .*?\.|WeightsUnpickler error: .*?\.)(?= |$)", text)
+    return m.group(1).strip() if m else reason(exc)
 
 
 def net_config(state: dict[str, Any], path: str | os.PathLike[str]) -> NetConfig:

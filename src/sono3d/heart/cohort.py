@@ -31,11 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from sono3d.errors import FileFormatError, InputError
+from sono3d.errors import FileFormatError, InputError, reason
 from sono3d.geometry.mesh import enclosed_volume_mm3, require_watertight
+from sono3d.heart.pool import run_in_workers
 from sono3d.heart.strain import global_circumferential_strain_pct
 from sono3d.io import read_mesh, write_mesh
 from sono3d.io.atomic import atomic_path
+from sono3d.io.lock import writer_lock
+from sono3d.io.npz import read_npz, write_npz
+from sono3d.io.testing import kill_point
 from sono3d.phantoms.heart import heart_mesh, heart_phases, lv_cavity_mesh, sample_placement, sample_shape
 from sono3d.phantoms.heart_motion import MOTIONS, physiological_beat, sample_beat
 from sono3d.phantoms.lv_grid import global_longitudinal_strain_pct
@@ -45,6 +49,8 @@ from sono3d.types import PHASES
 __all__ = [
     "COHORT_FORMAT",
     "GENERATOR_VERSION",
+    "VIEWS_EXPECTED",
+    "DEFORMATION_EXPECTED",
     "HeartCase",
     "CohortResult",
     "generate_case",
@@ -66,6 +72,10 @@ COHORT_FORMAT = "sono3d-heart-cohort"
 GENERATOR_VERSION = "parametric-heart-2"
 READABLE_GENERATORS = ("parametric-heart-1", GENERATOR_VERSION)
 _MANIFEST_TAIL = ("edv_ml", "esv_ml", "ef", "gls_pct", "gcs_pct")
+# What a case's .npz files hold, for the readers' messages (docs/heart_cohort.md).
+VIEWS_EXPECTED = ".npz with 'echo' [P, 6, H, W] and 'poses' [P, 6, 4, 4]"
+DEFORMATION_EXPECTED = ".npz with 'ed', 'es' [V, 3] and 'template_id', as sono3d heart correspond writes it"
+BEAT_EXPECTED = ".npz of the case's beat, as sono3d heart cohort --phases writes it"
 _GHD_FILES = {"LV.obj": 1, "RV.obj": 2, "LA.obj": 3, "RA.obj": 4}
 _VTK_SUFFIXES = (".vtk", ".vtu", ".vtp")
 
@@ -180,17 +190,13 @@ def write_case(case_dir: Path, data: dict[str, Any]) -> None:
         write_mesh(case_dir / f"{phase}.vtp", heart_mesh(pts))
         write_mesh(case_dir / f"lv_cavity_{phase}.vtp", lv_cavity_mesh(pts))
     v = data["views"]
-    with atomic_path(case_dir / "views.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **{k: np.asarray(a) for k, a in v.items()},
-                                landmark_names=np.array(sorted(data["landmarks"]["ed"])),
-                                landmarks=np.stack([np.stack([data["landmarks"][ph][k] for k in
-                                                              sorted(data["landmarks"]["ed"])])
-                                                    for ph in PHASES]))
+    names = sorted(data["landmarks"]["ed"])
+    write_npz(case_dir / "views.npz", {**{k: np.asarray(a) for k, a in v.items()},
+                                       "landmark_names": np.array(names),
+                                       "landmarks": np.stack([np.stack([data["landmarks"][ph][k] for k in names])
+                                                              for ph in PHASES])})
     if data.get("beat") is not None:
-        with atomic_path(case_dir / "beat.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **data["beat"])
+        write_npz(case_dir / "beat.npz", data["beat"])
     with atomic_path(case_dir / "params.json") as tmp:
         tmp.write_text(json.dumps(data["row"], indent=1) + "\n", encoding="utf-8")
 
@@ -243,6 +249,7 @@ def _work(args: tuple[str, int, int, Any, str, int]) -> str:
     try:
         write_case(tmp, data)
         os.replace(tmp, final)
+        kill_point("cohort-case")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -306,7 +313,14 @@ def generate_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, size
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a folder")
-    _check_or_claim(out, _cohort_meta(seed, size, opt, motion, int(phases)))
+    with writer_lock(out, "cohort folder"):
+        return _generate(out, int(n), int(seed), int(size), int(workers), opt, progress, motion, int(phases))
+
+
+def _generate(out: Path, n: int, seed: int, size: int, workers: int, opt: Any, progress: bool, motion: str,
+              phases: int) -> CohortResult:
+    """:func:`generate_cohort` once its arguments are checked and the folder is locked."""
+    _check_or_claim(out, _cohort_meta(seed, size, opt, motion, phases))
     cases = out / "cases"
     cases.mkdir(exist_ok=True)
     for stale in cases.glob(".tmp-*"):  # left by an interrupted run
@@ -325,12 +339,9 @@ def generate_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, size
             if bar is not None:
                 bar.update(1)
     else:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(min(int(workers), len(todo))) as pool:
-            for _ in pool.imap_unordered(_work, jobs, chunksize=1):
-                if bar is not None:
-                    bar.update(1)
+        for _ in run_in_workers(_work, jobs, workers, f"{out}: generating the cohort"):
+            if bar is not None:
+                bar.update(1)
     if bar is not None:
         bar.close()
     write_manifest(out)
@@ -392,18 +403,10 @@ def read_case_mesh(path: str | os.PathLike[str]) -> Any:
     try:
         mesh = pv.read(str(path))
     except Exception as exc:  # noqa: BLE001 - VTK raises many types for corrupt files
-        raise FileFormatError(f"{path}: cannot read mesh ({' '.join(str(exc).split())[:120]})") from None
+        raise FileFormatError(f"{path}: cannot read mesh ({reason(exc)})") from None
     if mesh.n_points == 0:
         raise FileFormatError(f"{path}: mesh is empty or corrupt")
     return mesh
-
-
-def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise FileFormatError(f"{path}: cannot read {what} ({exc})") from None
 
 
 def load_case(cohort_dir: str | os.PathLike[str], case: str | int, views: bool = True) -> HeartCase:
@@ -432,9 +435,9 @@ def load_case(cohort_dir: str | os.PathLike[str], case: str | int, views: bool =
     if out.ed is None:
         raise InputError(f"{d}: case has no ed.vtp")
     if views and (d / "views.npz").is_file():
-        out.views = _read_npz(d / "views.npz", "views")
+        out.views = read_npz(d / "views.npz", VIEWS_EXPECTED, "views")
     if views and (d / "beat.npz").is_file():
-        out.beat = _read_npz(d / "beat.npz", "the beat")
+        out.beat = read_npz(d / "beat.npz", BEAT_EXPECTED, "beat")
     if (d / "params.json").is_file():
         out.params = json.loads((d / "params.json").read_text(encoding="utf-8"))
     return out
@@ -459,7 +462,7 @@ def read_labelled_mesh(path: str | os.PathLike[str], label: str = "elemTag") -> 
     try:
         grid = pv.read(str(p))
     except Exception as exc:  # noqa: BLE001
-        raise FileFormatError(f"{p}: cannot read mesh ({' '.join(str(exc).split())[:120]})") from None
+        raise FileFormatError(f"{p}: cannot read mesh ({reason(exc)})") from None
     if grid.n_points == 0 or grid.n_cells == 0:
         raise FileFormatError(f"{p}: mesh is empty")
     if label not in grid.cell_data:

@@ -20,7 +20,6 @@ The histogram of the report is drawn by :func:`sono3d.viz.heart.correspondence_h
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
@@ -28,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sono3d.errors import InputError
-from sono3d.heart.cohort import HeartCase, case_ids, load_case
+from sono3d.errors import InputError, SonoError
+from sono3d.heart.cohort import DEFORMATION_EXPECTED, HeartCase, case_ids, load_case
 from sono3d.heart.ot import Match, grid_reduce, ot_match, ot_match_local, transport_plan
 from sono3d.heart.registration import (
     CorrespondOptions,
@@ -49,6 +48,10 @@ from sono3d.heart.surfaces import (
 )
 from sono3d.heart.template import Template, load_template, template_hash
 from sono3d.io.atomic import atomic_path
+from sono3d.io.lock import writer_lock
+from sono3d.io.npz import read_npz, write_npz
+from sono3d.io.testing import kill_point
+from sono3d.heart.pool import run_in_workers
 from sono3d.types import PHASES
 from sono3d.viz.heart import correspondence_histogram as write_histogram
 
@@ -129,28 +132,22 @@ def _options_json(opt: CorrespondOptions) -> str:
     return json.dumps(opt.to_dict(), sort_keys=True)
 
 
-def _write_npz(path: Path, arrays: dict) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-
 def _cached(path: Path, template: Template, opt: CorrespondOptions) -> dict | None:
     """The phases of an existing deformation.npz made with the same template and options."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if (str(z["template_sha1"]) != template.sha1 or str(z["options_json"]) != _options_json(opt)
-                    or "is_template_phase" not in z.files):
-                return None
-            names = [str(n) for n in z["phases"]]
-            own = {str(v) for v in z["is_template_phase"]}
-            return {p: {"chamfer_mm": float(z["chamfer_mm"][k]), "hausdorff_mm": float(z["hausdorff_mm"][k]),
-                        "vertex_error_mm": float(z["vertex_error_mm"][k]),
-                        "lv_volume_error_pct": float(z["lv_volume_error_pct"][k]), "seconds": float("nan"),
-                        "is_template": p in own}
-                    for k, p in enumerate(names)}
-    except (OSError, KeyError, ValueError):
-        return None
+        z = read_npz(path, DEFORMATION_EXPECTED, "deformation")
+        if (str(z["template_sha1"]) != template.sha1 or str(z["options_json"]) != _options_json(opt)
+                or "is_template_phase" not in z):
+            return None
+        names = [str(n) for n in z["phases"]]
+        own = {str(v) for v in z["is_template_phase"]}
+        return {p: {"chamfer_mm": float(z["chamfer_mm"][k]), "hausdorff_mm": float(z["hausdorff_mm"][k]),
+                    "vertex_error_mm": float(z["vertex_error_mm"][k]),
+                    "lv_volume_error_pct": float(z["lv_volume_error_pct"][k]), "seconds": float("nan"),
+                    "is_template": p in own}
+                for k, p in enumerate(names)}
+    except (SonoError, KeyError, ValueError, IndexError):
+        return None  # unreadable or of another version: recomputed
 
 
 _TEMPLATE_CACHE: dict = {}
@@ -174,7 +171,8 @@ def _work(args: tuple) -> dict:
             return {"id": cid, "seconds": float("nan"), "phases": phases, "reused": True}
     case = load_case(cohort_dir, cid, views=False)
     res = correspond_case(template, case, opt)
-    _write_npz(path, res.pop("arrays"))
+    write_npz(path, res.pop("arrays"), compress=False)
+    kill_point("correspond-case")
     res["reused"] = False
     return res
 
@@ -209,58 +207,58 @@ def correspond_cohort(cohort_dir: str | os.PathLike[str], template: str | None =
         raise InputError(f"{d}: no cases/ folder (not a generated heart cohort)")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers <= 0:
         raise InputError(f"the number of workers must be a positive integer, got {workers}")
-    tmpl = load_template(d, template)  # fail early on a bad template
-    _TEMPLATE_CACHE.clear()
-    _TEMPLATE_CACHE[(str(d), template)] = tmpl
-    ids = case_ids(d)
-    jobs = [(str(d), cid, template, opt, workers > 1, reuse) for cid in ids]
-    t0 = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    with writer_lock(d, "cohort folder"):
+        tmpl = load_template(d, template)  # fail early on a bad template
+        _TEMPLATE_CACHE.clear()
+        _TEMPLATE_CACHE[(str(d), template)] = tmpl
+        ids = case_ids(d)
+        jobs = [(str(d), cid, template, opt, workers > 1, reuse) for cid in ids]
+        t0 = time.perf_counter()
+        bar = None
+        if progress:
+            from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), unit="case", desc="correspond")
-    results = []
-    if workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            results.append(_work(job))
-            if bar is not None:
-                bar.update(1)
-    else:
-        with mp.get_context("spawn").Pool(min(int(workers), len(jobs))) as pool:
-            for r in pool.imap_unordered(_work, jobs, chunksize=1):
+            bar = tqdm(total=len(jobs), unit="case", desc="correspond")
+        results = []
+        if workers == 1 or len(jobs) <= 1:
+            for job in jobs:
+                results.append(_work(job))
+                if bar is not None:
+                    bar.update(1)
+        else:
+            for r in run_in_workers(_work, jobs, workers, f"{d}: corresponding the cohort"):
                 results.append(r)
                 if bar is not None:
                     bar.update(1)
-    if bar is not None:
-        bar.close()
-    wall = time.perf_counter() - t0
-    results.sort(key=lambda r: r["id"])
-    rows = [{"id": r["id"], "phase": p, **q} for r in results for p, q in r["phases"].items()]
-    scored = [row for row in rows if not row["is_template"]]
-    computed = [r for r in results if not r.get("reused")]
-    vol = [row["lv_volume_error_pct"] for row in scored]
-    report = {
-        "cohort": str(d),
-        "template": {"id": tmpl.id, "sha1": tmpl.sha1, "n_vertices": int(tmpl.mesh.n_points)},
-        "n_cases": len(results),
-        "n_phases_scored": len(scored),
-        "chamfer_mm": _summary([row["chamfer_mm"] for row in scored]),
-        "hausdorff_mm": _summary([row["hausdorff_mm"] for row in scored]),
-        "vertex_error_mm": _summary([row["vertex_error_mm"] for row in scored]),
-        "lv_volume_error_pct": _summary([abs(v) for v in vol]),
-        "lv_volume_error_signed_pct": _summary(vol),
-        "seconds_per_case": (wall / len(computed)) if computed else None,
-        "seconds_per_case_one_worker": _summary([r["seconds"] for r in computed]),
-        "cpu_seconds_per_phase": _summary([row.get("cpu_seconds", float("nan")) for row in rows]),
-        "workers": int(workers),
-        "reused_cases": len(results) - len(computed),
-        "options": opt.to_dict(),
-        "cases": rows,
-    }
-    with atomic_path(d / REPORT_NAME) as tmp:
-        tmp.write_text(json.dumps(_finite_or_none(report), indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    return report
+        if bar is not None:
+            bar.close()
+        wall = time.perf_counter() - t0
+        results.sort(key=lambda r: r["id"])
+        rows = [{"id": r["id"], "phase": p, **q} for r in results for p, q in r["phases"].items()]
+        scored = [row for row in rows if not row["is_template"]]
+        computed = [r for r in results if not r.get("reused")]
+        vol = [row["lv_volume_error_pct"] for row in scored]
+        report = {
+            "cohort": str(d),
+            "template": {"id": tmpl.id, "sha1": tmpl.sha1, "n_vertices": int(tmpl.mesh.n_points)},
+            "n_cases": len(results),
+            "n_phases_scored": len(scored),
+            "chamfer_mm": _summary([row["chamfer_mm"] for row in scored]),
+            "hausdorff_mm": _summary([row["hausdorff_mm"] for row in scored]),
+            "vertex_error_mm": _summary([row["vertex_error_mm"] for row in scored]),
+            "lv_volume_error_pct": _summary([abs(v) for v in vol]),
+            "lv_volume_error_signed_pct": _summary(vol),
+            "seconds_per_case": (wall / len(computed)) if computed else None,
+            "seconds_per_case_one_worker": _summary([r["seconds"] for r in computed]),
+            "cpu_seconds_per_phase": _summary([row.get("cpu_seconds", float("nan")) for row in rows]),
+            "workers": int(workers),
+            "reused_cases": len(results) - len(computed),
+            "options": opt.to_dict(),
+            "cases": rows,
+        }
+        with atomic_path(d / REPORT_NAME) as tmp:
+            tmp.write_text(json.dumps(_finite_or_none(report), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        return report
 
 
 def _finite_or_none(o):  # noqa: ANN001, ANN202

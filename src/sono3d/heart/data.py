@@ -44,10 +44,10 @@ from typing import Any
 import numpy as np
 
 from sono3d.errors import FileFormatError, InputError
-from sono3d.heart.cohort import read_case_mesh
+from sono3d.heart.cohort import DEFORMATION_EXPECTED, VIEWS_EXPECTED, read_case_mesh
 from sono3d.heart.template import load_template
-from sono3d.intake.read import read_npz
 from sono3d.io.atomic import atomic_path
+from sono3d.io.npz import read_npz
 from sono3d.types import PHASES
 
 __all__ = [
@@ -179,9 +179,8 @@ def load_views(path: str | os.PathLike[str], n_views: int = 6) -> dict[str, Any]
     file that is not a numpy archive or that holds pickled objects (never unpickled).
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such views file")
-    data = read_npz(p, f"echo images [2, {n_views}, H, W] or [{n_views}, H, W]")
+    data = read_npz(p, f".npz with 'echo' [2, {n_views}, H, W] (ED, ES) or [{n_views}, H, W]; 'poses' and "
+                       "'present' optional", "views")
     key = "echo" if "echo" in data else ("views" if "views" in data else None)
     if key is None:
         raise InputError(f"{p}: no 'echo' array (expected echo images [2, {n_views}, H, W] or [{n_views}, H, W])")
@@ -268,11 +267,7 @@ def _deformation_targets(cohort: Path, cid: str, templates: dict[str, Any]) -> n
     displacements of the template's vertices, and ``template_id``: the case id or mesh path of the
     template, as ``sono3d heart correspond`` writes them). Loaded templates are cached in ``templates``."""
     path = cohort / "cases" / cid / "deformation.npz"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise FileFormatError(f"{path}: cannot read deformations ({exc})") from None
+    d = read_npz(path, DEFORMATION_EXPECTED, "deformation")
     if not all(k in d for k in PHASES) or "template_id" not in d:
         raise FileFormatError(f"{path}: needs arrays 'ed', 'es' and 'template_id' (keys: {', '.join(d)})")
     tid = str(d["template_id"])
@@ -303,12 +298,12 @@ def load_cohort_arrays(cohort_dir: str | os.PathLike[str], ids: list[str], size:
         d = cohort / "cases" / cid
         if not d.is_dir():
             raise InputError(f"{cohort}: no complete case '{cid}'")
-        try:
-            with np.load(d / "views.npz", allow_pickle=False) as z:
-                e = np.asarray(z["echo"], dtype=np.float32)
-                poses = np.asarray(z["poses"], dtype=np.float64)
-        except (OSError, KeyError, ValueError) as exc:
-            raise InputError(f"{cohort}: case {cid} has no readable views.npz with echo and poses ({exc})") from None
+        z = read_npz(d / "views.npz", VIEWS_EXPECTED, "views")
+        if "echo" not in z or "poses" not in z:
+            raise InputError(f"{d / 'views.npz'}: case {cid} needs arrays 'echo' and 'poses' "
+                             f"(it has: {', '.join(z) or 'none'})")
+        e = np.asarray(z["echo"], dtype=np.float32)
+        poses = np.asarray(z["poses"], dtype=np.float64)
         if e.ndim != 4 or e.shape[:2] != (2, 6) or poses.shape != (2, 6, 4, 4):
             raise InputError(f"{cohort}: case {cid}: echo views must be [2, 6, H, W] with poses [2, 6, 4, 4], "
                              f"got {list(e.shape)} and {list(poses.shape)}")

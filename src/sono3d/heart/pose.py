@@ -45,6 +45,7 @@ from sono3d.heart.checkpoint import CHECKPOINT, LoadedRun, build_run_model, net_
 from sono3d.heart.data import (Augment, augment_views, echo_frame, load_cohort_arrays, resize_views)
 from sono3d.heart.s2mnet import POSE_KIND, NetConfig, init_pose_pixels
 from sono3d.heart.training import RunConfig, lr_schedule, open_run, restore_training, run_split, write_train_log
+from sono3d.io.lock import writer_lock
 
 __all__ = ["PoseTrainConfig", "train_pose", "view_planes", "plane_matrix", "predict_planes", "plane_errors",
            "normalised_targets", "planes_from_outputs"]
@@ -218,13 +219,24 @@ def train_pose(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     Writes ``split.json``, ``checkpoint.pt`` (after every epoch) and ``train_log.json`` into
     ``run_dir``. Returns ``run_dir``, ``kind``, ``epochs_done``, ``history``, ``seconds``,
     ``seconds_per_epoch``, ``n_train``, ``n_val``, ``n_test`` and the validation errors of the
-    last epoch (``val_angle_deg``, ``val_position_mm``: medians).
+    last epoch (``val_angle_deg``, ``val_position_mm``: medians). Holds the run folder's lock
+    (:mod:`sono3d.io.lock`); ``resume`` also restarts a run killed before its first checkpoint.
     """
     run = Path(run_dir)
+    if run.exists() and not run.is_dir():
+        raise InputError(f"{run} exists and is not a folder")
+    with writer_lock(run, "run folder"):
+        return _train_pose(cohort_dir, run, config, seed, resume, progress, stop_after_epoch)
+
+
+def _train_pose(cohort_dir: str | os.PathLike[str], run: Path, config: PoseTrainConfig | None, seed: int,
+                resume: bool, progress: bool, stop_after_epoch: int | None) -> dict[str, Any]:
     ckpt_path = run / CHECKPOINT
     state, config, seed = open_run(run, POSE_KIND, PoseTrainConfig, config, seed, resume)
     net = net_config(state, ckpt_path) if state is not None else NetConfig.preset(config.net)
     split = run_split(run, cohort_dir, config.max_cases, seed, state is not None)
+    if state is None:
+        write_train_log(run, POSE_KIND, seed, config.to_dict(), net, [])  # what --resume needs before epoch 1
     train_arr = load_cohort_arrays(cohort_dir, split["train"], net.image_size)
     x_tr, k_tr, r_tr, a_tr = _samples(train_arr)
     val = _samples(load_cohort_arrays(cohort_dir, split["val"], net.image_size)) if split["val"] else None

@@ -52,6 +52,7 @@ from sono3d.heart.strain import global_strains_pct
 from sono3d.heart.template import lv_cavity_with, template_mesh_with
 from sono3d.heart.views_intake import intake_views, views_arrays, write_views
 from sono3d.io.atomic import atomic_path
+from sono3d.io.lock import writer_lock
 from sono3d.simulate.echo_views import VIEW_NAMES, ViewOptions
 from sono3d.types import PHASES
 
@@ -315,33 +316,34 @@ def predict_folder(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
     if (views is None) == (not recordings):
         raise InputError("give either a views file or view recordings (--a4c ...), not both" if views is not None
                          else "no views: give a views.npz (--views) or recordings (--a4c, --a2c, ..., --sax-apical)")
-    out = Path(out_dir)
-    run = load_run(run_dir, expect_kind="s2mnet")
-    pose = load_run(pose_run, expect_kind=POSE_KIND) if pose_run is not None else None
-    warnings: list[str] = []
-    intake = None
-    if recordings:
-        intake = intake_views(recordings, options=ViewOptions(), depth_mm=depth_mm, ed_frame=ed_frame,
-                              es_frame=es_frame, mirror=mirror)
-        warnings += intake.warnings
-        arrays, views_file = views_arrays(intake), out / "views.npz"
-    else:
-        arrays, views_file = load_views(views, run.net_config.n_views), Path(views)
-    prediction = predict_arrays(run, arrays, pose, source=views_file)
-    if strict:
-        require_in_distribution(prediction)
-    line = input_check_line(prediction.report["input_check"])
-    if line:
-        warnings.append(line)
-    extra: tuple[str, ...] = ()
-    if intake is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_views(views_file, intake)
-        extra += ("views.npz", "views.png")
-    if prediction.overlay is not None:
-        extra += ("overlay.png",)
-    report = write_prediction(prediction, out, extra)
-    return FolderPrediction(report, prediction, views_file, warnings)
+    with writer_lock(out_dir, "output folder"):
+        out = Path(out_dir)
+        run = load_run(run_dir, expect_kind="s2mnet")
+        pose = load_run(pose_run, expect_kind=POSE_KIND) if pose_run is not None else None
+        warnings: list[str] = []
+        intake = None
+        if recordings:
+            intake = intake_views(recordings, options=ViewOptions(), depth_mm=depth_mm, ed_frame=ed_frame,
+                                  es_frame=es_frame, mirror=mirror)
+            warnings += intake.warnings
+            arrays, views_file = views_arrays(intake), out / "views.npz"
+        else:
+            arrays, views_file = load_views(views, run.net_config.n_views), Path(views)
+        prediction = predict_arrays(run, arrays, pose, source=views_file)
+        if strict:
+            require_in_distribution(prediction)
+        line = input_check_line(prediction.report["input_check"])
+        if line:
+            warnings.append(line)
+        extra: tuple[str, ...] = ()
+        if intake is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            write_views(views_file, intake)
+            extra += ("views.npz", "views.png")
+        if prediction.overlay is not None:
+            extra += ("overlay.png",)
+        report = write_prediction(prediction, out, extra)
+        return FolderPrediction(report, prediction, views_file, warnings)
 
 
 def predict_files(run_dir: str | os.PathLike[str], views_path: str | os.PathLike[str],

@@ -30,6 +30,7 @@ import numpy as np
 from sono3d.errors import FileFormatError, InputError
 from sono3d.io.atomic import full_suffix
 from sono3d.io.dicom import dicom_spacing_mm, open_dicom
+from sono3d.io.npz import read_npz
 from sono3d.io.registry import IMAGE_SUFFIXES, VIDEO_SUFFIXES, reason
 from sono3d.io.sequences import frames_to_float
 from sono3d.io.video import load_image, natural_key, video_frames
@@ -122,46 +123,6 @@ def source_kind(path: str | os.PathLike[str]) -> str:
         f"{p}: not an echo image, DICOM or video (type '{suffix or '(none)'}'; expected an image "
         f"{' '.join(IMAGE_SUFFIXES)}, a video {' '.join(VIDEO_SUFFIXES)}, a DICOM file, a folder of images "
         f"or frames in {' '.join(ARRAY_SUFFIXES)})")
-
-
-def read_npz(path: str | os.PathLike[str], expected: str) -> dict[str, np.ndarray]:
-    """All arrays of an ``.npz`` (or the one array of an ``.npy``) without ever unpickling.
-
-    Parameters
-    ----------
-    expected : str
-        What the file should hold, for the message when it does not (``"frames [N, H, W]"``).
-
-    Raises
-    ------
-    FileFormatError
-        Not an array file, pickled objects inside (refused, not loaded), or unreadable.
-    """
-    p = Path(path)
-    try:
-        loaded = np.load(p, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise FileFormatError(f"{p}: holds pickled Python objects, which sono3d does not load; expected "
-                                  f"{expected} as plain numeric arrays") from None
-        raise FileFormatError(f"{p}: cannot read arrays ({reason(exc)}); expected {expected}") from None
-    except Exception as exc:  # noqa: BLE001 - zipfile / numpy raise many types on corrupt files
-        raise FileFormatError(f"{p}: cannot read arrays ({reason(exc)}); expected {expected}") from None
-    if isinstance(loaded, np.ndarray):
-        return {"arr_0": loaded}
-    out: dict[str, np.ndarray] = {}
-    with loaded as z:
-        for k in z.files:
-            try:
-                out[k] = z[k]
-            except ValueError as exc:
-                if "pickle" in str(exc).lower():
-                    raise FileFormatError(f"{p}: array '{k}' holds pickled Python objects, which sono3d does not "
-                                          f"load; expected {expected} as plain numeric arrays") from None
-                raise FileFormatError(f"{p}: cannot read array '{k}' ({reason(exc)})") from None
-            except Exception as exc:  # noqa: BLE001
-                raise FileFormatError(f"{p}: cannot read array '{k}' ({reason(exc)})") from None
-    return out
 
 
 def _split_colour(rgb: np.ndarray | list[np.ndarray], path: Path | str) -> tuple[np.ndarray, np.ndarray | None]:

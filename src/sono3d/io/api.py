@@ -28,7 +28,12 @@ PathLike = str | os.PathLike[str]
 def _guarded(path: Path, what: str, fn: Callable[[], T]) -> T:
     try:
         return fn()
-    except (SonoError, MemoryError, KeyboardInterrupt):
+    except SonoError as exc:
+        # Checks made without the path (a Sweep of NaN frames, say) still name the file.
+        if str(path) in str(exc) or Path(path).name in str(exc):
+            raise
+        raise type(exc)(f"{path}: {exc}") from None
+    except (MemoryError, KeyboardInterrupt):
         raise
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         raise FileFormatError(f"{getattr(exc, 'filename', None) or path}: {exc.strerror or type(exc).__name__}") from exc

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sono3d.errors import FileFormatError
+from sono3d.errors import FileFormatError, reason
 from sono3d.io.atomic import full_suffix
 
-__all__ = ["Format", "FORMATS", "lookup", "known_suffixes", "check_file", "sniff_kind", "reason", "IMAGE_SUFFIXES",
+__all__ = ["Format", "FORMATS", "lookup", "known_suffixes", "check_file", "sniff_kind", "reason", "file_signature", "IMAGE_SUFFIXES",
            "VIDEO_SUFFIXES"]
 
 KINDS = ("sweep", "volume", "mesh", "image")
@@ -119,12 +119,6 @@ def lookup(path: str | os.PathLike[str], kind: str | None = None, writing: bool 
     return candidates[0]
 
 
-def reason(exc: BaseException, limit: int = 160) -> str:
-    """A library exception's message on one line, shortened, for ``<path>: cannot read X (<reason>)``."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def check_file(path: str | os.PathLike[str], allow_dir: bool = False) -> Path:
     """``Path(path)`` after checking it exists and is readable (one-line errors otherwise)."""
     p = Path(path)
@@ -166,3 +160,52 @@ def sniff_kind(path: str | os.PathLike[str]) -> str:
             if not line.strip():
                 break
     return "volume"
+
+
+# Leading bytes of formats a user may hand sono3d by mistake, for "it looks like ..." in errors.
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"BM", "a BMP image"),
+    (b"PK\x03\x04", "a zip archive"),
+    (b"PK\x05\x06", "an empty zip archive"),
+    (b"\x1f\x8b", "a gzip file"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"\x89HDF", "an HDF5 file"),
+    (b"NRRD", "a NRRD file"),
+    (b"%PDF", "a PDF document"),
+    (b"ply", "a PLY file"),
+    (b"# vtk DataFile", "a legacy VTK file"),
+    (b"<?xml", "an XML file"),
+    (b"<VTKFile", "a VTK XML file"),
+    (b"ObjectType", "a MetaImage header"),
+    (b"NDims", "a MetaImage header"),
+)
+
+
+def file_signature(path: str | os.PathLike[str]) -> str | None:
+    """What a file's first bytes say it is (``"a PNG image"``, ``"a Python pickle"``, ``"empty"``), or ``None``.
+
+    Only for error messages: a reader that refuses a file says what it found as well as what it
+    expected. Nothing is parsed, so a hostile file cannot do harm here.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return None
+    if not head:
+        return "empty"
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        return "a Python pickle"
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "a DICOM file"
+    for magic, name in _SIGNATURES:
+        if head.startswith(magic):
+            if name == "an XML file" and b"VTKFile" in head:
+                return "a VTK XML file"
+            return name
+    return None

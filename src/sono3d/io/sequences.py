@@ -46,7 +46,7 @@ from sono3d.io.atomic import atomic_path, full_suffix
 from sono3d.io.metaimage import format_numbers, read_metaimage, write_metaimage
 from sono3d.io.registry import check_file
 from sono3d.io.volumes import LPS_TO_RAS, _read_nrrd
-from sono3d.types import Sector, Sweep
+from sono3d.types import Sector, Sweep, frame_dtype
 
 __all__ = ["PlusConfig", "read_plus_config", "read_sequence", "write_seq_nrrd", "write_seq_mha",
            "frames_to_float", "find_plus_config"]
@@ -311,11 +311,30 @@ def _safe_inv(T: np.ndarray) -> np.ndarray:
 # --- reading -------------------------------------------------------------------------------------
 
 def frames_to_float(frames: np.ndarray, path: Path | str, bits_stored: int | None = None) -> np.ndarray:
-    """Grey frames as float32 in [0, 1]: integers divided by their type's maximum, RGB averaged by luma.
+    """Grey frames in [0, 1]: integers divided by their type's maximum, RGB averaged by luma.
 
     ``frames`` is ``(N, H, W)`` or ``(N, H, W, C)`` with ``C`` in 1..4 (alpha ignored); floats are kept
-    as they are (sono3d writes float32 frames already in [0, 1]).
+    as they are (sono3d writes float32 frames already in [0, 1]). The result is float32, or float16
+    for a sweep of more than :data:`~sono3d.types.COMPACT_FRAME_PIXELS` pixels, converted a chunk of
+    frames at a time so that no float32 copy of a large sweep is ever made.
     """
+    a = np.asarray(frames)
+    # Signed integers are shifted by their type's minimum when any pixel of the sweep is negative.
+    # (RGB is first reduced to luma clipped at 0, so it never is.)
+    rgb = a.ndim == 4 and a.shape[-1] in (3, 4)
+    shift = bool(np.issubdtype(a.dtype, np.signedinteger) and not rgb and a.size and a.min() < 0)
+    n_pixels = a.shape[0] * a.shape[1] * a.shape[2] if a.ndim >= 3 else a.size
+    dtype = frame_dtype(n_pixels)
+    if dtype == np.float32 or a.ndim not in (3, 4):
+        return _frames_to_float32(a, path, bits_stored, shift)
+    out = np.empty(a.shape[:3], dtype=dtype)
+    for s in range(0, a.shape[0], 64):
+        out[s:s + 64] = _frames_to_float32(a[s:s + 64], path, bits_stored, shift)
+    return out
+
+
+def _frames_to_float32(frames: np.ndarray, path: Path | str, bits_stored: int | None, shift: bool) -> np.ndarray:
+    """:func:`frames_to_float` of some frames, as float32."""
     a = np.asarray(frames)
     if a.ndim == 4:
         c = a.shape[-1]
@@ -328,7 +347,7 @@ def frames_to_float(frames: np.ndarray, path: Path | str, bits_stored: int | Non
     if a.ndim != 3:
         raise FileFormatError(f"{path}: frames have shape {a.shape}; expected [N, H, W]")
     if np.issubdtype(a.dtype, np.integer):
-        if np.issubdtype(a.dtype, np.signedinteger) and a.size and a.min() < 0:
+        if shift:
             a = a.astype(np.float64) - float(np.iinfo(a.dtype).min)
             top = float(np.iinfo(frames.dtype).max) - float(np.iinfo(frames.dtype).min)
         else:
@@ -456,16 +475,16 @@ def read_sequence(
     n = raw.shape[0]
     if n == 0:
         raise FileFormatError(f"{path}: sequence has no frames")
-    frames = frames_to_float(raw, path)
-
     # Orientation: flip to MF as PLUS does on load; transforms already refer to the MF image.
+    # Flipped before conversion (views of the raw data), so a large sweep is copied only once.
     orient = (_field(fields, "UltrasoundImageOrientation", "ultrasound image orientation") or "MF").upper()[:2]
     if orient in _ORIENTATIONS:
         if orient[1] == "N":
-            frames = frames[:, ::-1, :]
+            raw = raw[:, ::-1, :]
         if orient[0] == "U":
-            frames = frames[:, :, ::-1]
-        frames = np.ascontiguousarray(frames)
+            raw = raw[:, :, ::-1]
+    frames = np.ascontiguousarray(frames_to_float(raw, path))
+    del raw
 
     names, recorded, valid = _recorded_transforms(per, n, path)
     image_ok = np.array([per.get(i, {}).get("ImageStatus", "OK").upper() == "OK" for i in range(n)])
@@ -566,7 +585,8 @@ def read_sequence(
         except (ValueError, KeyError, TypeError) as exc:
             raise FileFormatError(f"{path}: sono3d_sector field is invalid ({exc})") from None
 
-    return Sweep(frames=frames[keep], image_to_world=image_to_world, spacing_mm=sp, sector=sector, meta=meta)
+    return Sweep(frames=frames if keep.all() else frames[keep], image_to_world=image_to_world, spacing_mm=sp,
+                 sector=sector, meta=meta)
 
 
 def _numbers(text: str, n: int | None, path: Path, name: str) -> tuple[float, ...]:

@@ -64,7 +64,8 @@ def holdout_split(n_frames: int, k: int = 5, min_train: int = 2) -> tuple[np.nda
     return train, hold
 
 
-def frame_metrics(rendered: np.ndarray, frames: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
+def frame_metrics(rendered: np.ndarray, frames: np.ndarray, mask: np.ndarray | None = None,
+                  index: np.ndarray | None = None) -> dict[str, float]:
     """Similarity of rendered and recorded frames: means over frames of each frame's metrics.
 
     The same definitions as the compounding baseline's :func:`sono3d.sweep.compound.evaluate_holdout`
@@ -73,8 +74,12 @@ def frame_metrics(rendered: np.ndarray, frames: np.ndarray, mask: np.ndarray | N
     Parameters
     ----------
     rendered, frames : ndarray, shape (n, H, W)
+        Any float dtype; each frame is converted to float64 on its own, so a large sweep is never
+        copied whole.
     mask : ndarray of bool, shape (H, W), optional
         Pixels that count (the sector).
+    index : ndarray of int, optional
+        Score only these frames of ``rendered`` and ``frames`` (default: all).
 
     Returns
     -------
@@ -82,16 +87,17 @@ def frame_metrics(rendered: np.ndarray, frames: np.ndarray, mask: np.ndarray | N
         ``l1``, ``l2`` (MSE), ``ssim``, ``psnr`` (dB, data range 1), ``ncc``, ``psnr_pooled`` (from
         the mean MSE, see :func:`pooled_psnr`) and ``frames``; NaN for an empty set.
     """
-    a = np.asarray(rendered, dtype=np.float64)
-    b = np.asarray(frames, dtype=np.float64)
+    a, b = np.asarray(rendered), np.asarray(frames)
     if a.shape != b.shape:
         raise InputError(f"rendered frames {a.shape} and recorded frames {b.shape} differ in shape")
-    n = a.shape[0]
+    chosen = np.arange(a.shape[0]) if index is None else np.asarray(index, dtype=int)
+    n = int(chosen.size)
     if n == 0:
         return {**{k: math.nan for k in METRIC_KEYS}, "psnr_pooled": math.nan, "frames": 0}
     can_ssim = min(a.shape[1:]) >= 11
     per: dict[str, list[float]] = {k: [] for k in METRIC_KEYS}
-    for x, y in zip(a, b):
+    for i in chosen:
+        x, y = a[i].astype(np.float64), b[i].astype(np.float64)
         per["l1"].append(l1(x, y, mask))
         per["l2"].append(mse(x, y, mask))
         per["ssim"].append(ssim(x, y, 1.0, mask) if can_ssim else math.nan)

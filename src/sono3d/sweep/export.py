@@ -20,12 +20,13 @@ import numpy as np
 from sono3d.errors import InputError
 from sono3d.io import read_sweep, read_volume, write_sweep, write_volume
 from sono3d.io.atomic import atomic_path
+from sono3d.io.lock import writer_lock
 from sono3d.sweep.compound import CompoundConfig, clip_mask
 from sono3d.sweep.gaussians import load_ply, save_ply
 from sono3d.sweep.initialise import sweep_bounds
 from sono3d.sweep.poses import resolve_poses
 from sono3d.sweep.raster import choose_backend
-from sono3d.sweep.reconstruct import PRESETS, reconstruct_sweep
+from sono3d.sweep.reconstruct import PRESETS, check_sweep, reconstruct_sweep
 from sono3d.sweep.render import default_volume_spacing, grid_for_bounds, render_frames, sample_volume
 
 __all__ = ["save_slices_png", "write_report", "reconstruct_to_folder", "render_to_sweep"]
@@ -61,7 +62,7 @@ def save_slices_png(path: str | os.PathLike[str], frames: np.ndarray, rendered: 
     for n, f in enumerate(idx):
         r, c = divmod(n, ncol)
         tag = " (held out)" if held_out is not None and bool(held_out[f]) else ""
-        axes[2 * r, c].imshow(frames[f], cmap="gray", vmin=0, vmax=1)
+        axes[2 * r, c].imshow(np.asarray(frames[f], dtype=np.float32), cmap="gray", vmin=0, vmax=1)
         axes[2 * r, c].set_title(f"frame {f}{tag}", fontsize=7)
         axes[2 * r + 1, c].imshow(np.clip(rendered[f], 0, 1), cmap="gray", vmin=0, vmax=1)
         axes[2 * r + 1, c].set_title("rendered", fontsize=7)
@@ -131,43 +132,48 @@ def reconstruct_to_folder(
         The report (also in ``report.json``), with ``outputs`` naming the files.
     """
     cfg = config if config is not None else PRESETS["fast"]
-    sweep = read_sweep(sweep_path, plus_config=plus_config, spacing_mm=spacing_mm)
-    truth = read_volume(truth_path) if truth_path is not None else None
-    mask = None
-    if plus_config is not None:
-        mask = clip_mask(sweep.shape, CompoundConfig.from_plus(plus_config), sweep.sector, sweep.spacing_mm)
-    result = reconstruct_sweep(sweep, cfg, truth=truth, progress=progress, mask=mask)
+    with writer_lock(out_dir, "output folder"):
+        sweep = read_sweep(sweep_path, plus_config=plus_config, spacing_mm=spacing_mm)
+        try:
+            check_sweep(sweep)  # before the truth is read and the training set up, naming the file
+        except InputError as exc:
+            raise InputError(f"{sweep_path}: {exc}") from None
+        truth = read_volume(truth_path) if truth_path is not None else None
+        mask = None
+        if plus_config is not None:
+            mask = clip_mask(sweep.shape, CompoundConfig.from_plus(plus_config), sweep.sector, sweep.spacing_mm)
+        result = reconstruct_sweep(sweep, cfg, truth=truth, progress=progress, mask=mask)
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    lo, hi = sweep_bounds(result.poses, result.frame_mask)
-    vs = cfg.volume_spacing_mm or default_volume_spacing(lo, hi, sweep.spacing_mm)
-    affine, shape = grid_for_bounds(lo, hi, vs)
-    volume = sample_volume(result.gaussians, affine, shape, backend=result.report["backend"], cutoff=cfg.cutoff)
-    volume.array = np.clip(volume.array, 0.0, None).astype(np.float32)
-    files = {
-        "gaussians": save_ply(out / "gaussians.ply", result.gaussians,
-                              comments=(f"sweep {Path(sweep_path).name}", f"poses {cfg.poses}")),
-        "volume": write_volume(out / "volume.nii.gz", volume),
-    }
-    held = np.zeros(sweep.n_frames, dtype=bool)
-    held[result.holdout_index] = True
-    show = np.unique(np.linspace(0, sweep.n_frames - 1, min(12, sweep.n_frames)).round().astype(int))
-    if result.holdout_index.size:  # make sure held-out frames appear in the grid
-        show = np.unique(np.concatenate([show[: max(1, show.size - 4)], result.holdout_index[
-            np.linspace(0, result.holdout_index.size - 1, min(4, result.holdout_index.size)).round().astype(int)]]))
-    files["slices"] = save_slices_png(out / "slices.png", sweep.frames, result.rendered, show, held)
-    report = dict(result.report)
-    report["volume_grid"] = {"shape": list(shape), "spacing_mm": vs, "affine": affine.tolist()}
-    report["timings"] = {**report["timings"], "export": time.perf_counter() - t0}
-    report["outputs"] = {k: str(v) for k, v in files.items()} | {"report": str(out / "report.json")}
-    report["sweep"] = {"path": str(sweep_path), "frames": sweep.n_frames, "shape": list(sweep.shape),
-                       "spacing_mm": list(sweep.spacing_mm)}
-    if truth_path is not None:
-        report["truth"] = os.fspath(truth_path)
-    write_report(out / "report.json", report)
-    return report
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        lo, hi = sweep_bounds(result.poses, result.frame_mask)
+        vs = cfg.volume_spacing_mm or default_volume_spacing(lo, hi, sweep.spacing_mm)
+        affine, shape = grid_for_bounds(lo, hi, vs)
+        volume = sample_volume(result.gaussians, affine, shape, backend=result.report["backend"], cutoff=cfg.cutoff)
+        volume.array = np.clip(volume.array, 0.0, None).astype(np.float32)
+        files = {
+            "gaussians": save_ply(out / "gaussians.ply", result.gaussians,
+                                  comments=(f"sweep {Path(sweep_path).name}", f"poses {cfg.poses}")),
+            "volume": write_volume(out / "volume.nii.gz", volume),
+        }
+        held = np.zeros(sweep.n_frames, dtype=bool)
+        held[result.holdout_index] = True
+        show = np.unique(np.linspace(0, sweep.n_frames - 1, min(12, sweep.n_frames)).round().astype(int))
+        if result.holdout_index.size:  # make sure held-out frames appear in the grid
+            show = np.unique(np.concatenate([show[: max(1, show.size - 4)], result.holdout_index[
+                np.linspace(0, result.holdout_index.size - 1, min(4, result.holdout_index.size)).round().astype(int)]]))
+        files["slices"] = save_slices_png(out / "slices.png", sweep.frames, result.rendered, show, held)
+        report = dict(result.report)
+        report["volume_grid"] = {"shape": list(shape), "spacing_mm": vs, "affine": affine.tolist()}
+        report["timings"] = {**report["timings"], "export": time.perf_counter() - t0}
+        report["outputs"] = {k: str(v) for k, v in files.items()} | {"report": str(out / "report.json")}
+        report["sweep"] = {"path": str(sweep_path), "frames": sweep.n_frames, "shape": list(sweep.shape),
+                           "spacing_mm": list(sweep.spacing_mm)}
+        if truth_path is not None:
+            report["truth"] = os.fspath(truth_path)
+        write_report(out / "report.json", report)
+        return report
 
 
 def render_to_sweep(

@@ -373,7 +373,8 @@ def reconstruct_sweep(sweep: Sweep, config: ReconstructConfig | None = None, tru
         # the fused (single-kernel) Adam: a step over the five tensors in one call instead of ~70 small ops
         opt = torch.optim.Adam(groups, eps=1e-15)
 
-        frames = torch.as_tensor(sweep.frames, dtype=dtype, device=device)
+        # Frames stay in their stored dtype (float16 for large sweeps); a batch is converted when used.
+        frames = torch.as_tensor(sweep.frames, device=device)
         poses_t = torch.as_tensor(prior, dtype=dtype, device=device)
         mask_t = torch.as_tensor(mask_np, dtype=dtype, device=device) if use_mask else None
         train_t = torch.as_tensor(train_idx, dtype=torch.long)
@@ -403,7 +404,8 @@ def reconstruct_sweep(sweep: Sweep, config: ReconstructConfig | None = None, tru
                     img = render_slices(params["means"], params["log_scales"], params["quats"],
                                         params["opacity_logits"], params["intensities"], M, shape,
                                         backend=backend, cutoff=cfg.cutoff)
-                    loss, l1, ssim = hybrid_loss(img, frames[idx.to(device)], mask_t, cfg.l1_weight)
+                    loss, l1, ssim = hybrid_loss(img, frames[idx.to(device)].to(dtype), mask_t,
+                                                     cfg.l1_weight)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -435,11 +437,12 @@ def reconstruct_sweep(sweep: Sweep, config: ReconstructConfig | None = None, tru
             if unseen:
                 model = model.select(seen)
         # Frames are grey levels in [0, 1]: the rendering is clipped as every exported image is.
-        rendered = np.clip(render_frames(model, final_poses, shape, backend=backend, cutoff=cfg.cutoff), 0.0, 1.0)
+        rendered = render_frames(model, final_poses, shape, backend=backend, cutoff=cfg.cutoff)
+        np.clip(rendered, 0.0, 1.0, out=rendered)  # in place: a large sweep's rendering is not copied
         mmask = mask_np if use_mask else None
         report: dict[str, Any] = {
-            "train": frame_metrics(rendered[train_idx], sweep.frames[train_idx], mmask),
-            "holdout": frame_metrics(rendered[hold_idx], sweep.frames[hold_idx], mmask),
+            "train": frame_metrics(rendered, sweep.frames, mmask, index=train_idx),
+            "holdout": frame_metrics(rendered, sweep.frames, mmask, index=hold_idx),
         }
         t_eval = time.perf_counter()
         if truth is not None:

@@ -24,6 +24,8 @@ _MIN_ACCUMULATION = 0.5 / 256.0
 _MIN_CORNER_WEIGHT = 0.125
 
 _MODE_CODES = {"mean": 0, "max": 1, "latest": 2}
+# Frames converted to float32 per kernel call (64 frames of 512x512: 64 MiB).
+_CHUNK = 64
 
 
 @numba.njit(cache=True, nogil=True)
@@ -140,7 +142,7 @@ def splat_frames(frames: np.ndarray, pixel_to_voxel: np.ndarray, mask: np.ndarra
         raise InputError(f"unknown interpolation {method!r}")
     if compounding not in COMPOUNDING_MODES:
         raise InputError(f"unknown compounding {compounding!r}")
-    frames = np.ascontiguousarray(frames, dtype=np.float32)
+    frames = np.asarray(frames)
     A = np.ascontiguousarray(pixel_to_voxel, dtype=np.float64)
     if A.shape != (frames.shape[0], 4, 4):
         raise InputError(f"need one 4x4 matrix per frame, got {A.shape} for {frames.shape[0]} frames")
@@ -150,8 +152,15 @@ def splat_frames(frames: np.ndarray, pixel_to_voxel: np.ndarray, mask: np.ndarra
     acc = np.zeros(nvox, dtype=np.float64)
     out = np.zeros(nvox, dtype=np.float64)
     threshold = -np.inf if pixel_threshold is None else float(pixel_threshold)
-    pasted, considered = _splat_kernel(frames, A, rows, cols, dims, method == "linear",
-                                       _MODE_CODES[compounding], threshold, acc, out)
+    pasted = considered = 0
+    # A chunk of frames at a time as float32 (the kernel's type): a large float16 sweep is never
+    # copied whole. The kernel continues in acquisition order, so the result is the one-pass result.
+    for s in range(0, frames.shape[0], _CHUNK):
+        chunk = np.ascontiguousarray(frames[s:s + _CHUNK], dtype=np.float32)
+        p, c = _splat_kernel(chunk, A[s:s + _CHUNK], rows, cols, dims, method == "linear",
+                             _MODE_CODES[compounding], threshold, acc, out)
+        pasted += p
+        considered += c
     recorded = acc >= _MIN_ACCUMULATION
     values = np.zeros(nvox, dtype=np.float32)
     if compounding == "mean":
