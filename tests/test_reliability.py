@@ -161,6 +161,7 @@ BUSY_VERBS = {
     "demo": ["demo", "--out", "OUT", "--quiet"],
     "heart fit-real": ["heart", "fit-real", "missing_beat", "OUT"],
     "report": ["report", "OUT"],
+    "heart views": ["heart", "views", "OUT.npz", "--a4c", "missing.png"],
 }
 
 

@@ -9,6 +9,7 @@ import typer
 from sono3d.commands._common import print_json, view_file_option
 from sono3d.errors import InputError
 from sono3d.heart.views_intake import intake_views, parse_depths, write_views
+from sono3d.io.lock import writer_lock
 from sono3d.simulate.echo_views import ViewOptions
 
 
@@ -43,8 +44,9 @@ def views(
     if out.suffix.lower() != ".npz":
         raise InputError(f"{out}: the views file must end in .npz")
     paths = {"a4c": a4c, "a2c": a2c, "a3c": a3c, "sax_basal": sax_basal, "sax_mid": sax_mid, "sax_apical": sax_apical}
-    result = intake_views(paths, options=ViewOptions(size=size), depth_mm=parse_depths(depth_mm), ed_frame=ed_frame,
-                          es_frame=es_frame, mirror=mirror, seed=seed)
-    for w in result.warnings:
-        typer.echo(f"warning: {w}", err=True)
-    print_json(write_views(out, result, figure=figure))
+    with writer_lock(out, "views file"):
+        result = intake_views(paths, options=ViewOptions(size=size), depth_mm=parse_depths(depth_mm),
+                              ed_frame=ed_frame, es_frame=es_frame, mirror=mirror, seed=seed)
+        for w in result.warnings:
+            typer.echo(f"warning: {w}", err=True)
+        print_json(write_views(out, result, figure=figure))

@@ -179,8 +179,8 @@ def load_views(path: str | os.PathLike[str], n_views: int = 6) -> dict[str, Any]
     file that is not a numpy archive or that holds pickled objects (never unpickled).
     """
     p = Path(path)
-    data = read_npz(p, f".npz with 'echo' [2, {n_views}, H, W] (ED, ES) or [{n_views}, H, W]; 'poses' and "
-                       "'present' optional", "views")
+    data = read_npz(p, f"echo images [2, {n_views}, H, W] (ED, ES) or [{n_views}, H, W] in an .npz, 'poses' "
+                       "and 'present' optional", "views")
     key = "echo" if "echo" in data else ("views" if "views" in data else None)
     if key is None:
         raise InputError(f"{p}: no 'echo' array (expected echo images [2, {n_views}, H, W] or [{n_views}, H, W])")

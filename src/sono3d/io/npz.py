@@ -74,7 +74,7 @@ def read_npz(path: str | os.PathLike[str], expected: str = "NumPy arrays", what:
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "Object arrays" in str(exc):
             raise FileFormatError(f"{p}: not a {what} file: it holds pickled Python objects, which sono3d never "
-                                  f"loads (expected {expected} as plain numeric arrays)") from None
+                                  f"loads (expected {expected}; as plain numeric arrays)") from None
         raise FileFormatError(f"{p}: not a readable {what} file (expected {expected}): {reason(exc)}") from None
     except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         raise FileFormatError(f"{p}: {what} file is truncated or corrupt ({reason(exc)})") from None
