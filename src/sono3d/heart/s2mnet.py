@@ -265,6 +265,18 @@ class ViewEncoder(nn.Module):
         return f
 
 
+def _fixed_signs(vh: torch.Tensor) -> torch.Tensor:
+    """Singular vectors (rows of ``vh``) with a fixed sign: each row's largest-magnitude entry positive.
+
+    An SVD defines each vector up to sign, and which sign LAPACK returns can change with the thread
+    count; fixing it makes the closed-form starts (and so the checkpoints) the same in one process
+    and in several.
+    """
+    idx = vh.abs().argmax(dim=1, keepdim=True)
+    sign = torch.sign(torch.gather(vh, 1, idx))
+    return vh * torch.where(sign == 0, torch.ones_like(sign), sign)
+
+
 class PixelImputer(nn.Module):
     """Conditional-mean imputation of missing views under a probabilistic PCA of the training views.
 
@@ -292,6 +304,7 @@ class PixelImputer(nn.Module):
         x = x.double().reshape(len(x), self.n_views * self.pixels)
         mu = x.mean(0)
         _, s, vt = torch.linalg.svd(x - mu, full_matrices=False)
+        vt = _fixed_signs(vt)
         ev = s ** 2 / max(1, len(x) - 1)
         k = min(self.rank, max(1, len(ev) - 1))
         noise = float(ev[k:].mean()) if len(ev) > k else float(ev[-1]) * 0.5
@@ -312,9 +325,16 @@ class PixelImputer(nn.Module):
         p = present.to(x.dtype)
         d = (x - self.mean) * p[:, :, None]
         rhs = torch.einsum("kvp,bvp->bk", self.loadings, d) / self.noise
-        A = torch.einsum("bv,vkl->bkl", p, self.gram) / self.noise + torch.eye(self.rank, dtype=x.dtype,
-                                                                                device=x.device)
-        z = torch.linalg.solve(A, rhs[:, :, None])[:, :, 0]
+        # One K x K system per presence pattern (at most 2^n_views), not a batched solve: on the CPU a
+        # batched LU runs MKL's threaded getrf inside torch's own parallel loop, and that nesting can
+        # spin forever after the thread count has been changed (seen in the test suite).
+        eye = torch.eye(self.rank, dtype=x.dtype, device=x.device)
+        patterns, which = torch.unique(present > 0, dim=0, return_inverse=True)
+        z = rhs.new_zeros(rhs.shape)
+        for j, pattern in enumerate(patterns):
+            rows = (which == j).nonzero()[:, 0]
+            A = torch.einsum("v,vkl->kl", pattern.to(x.dtype), self.gram) / self.noise + eye
+            z = z.index_put((rows,), torch.linalg.solve(A, rhs[rows].T).T)
         guess = self.mean + torch.einsum("bk,kvp->bvp", z, self.loadings)
         return x * p[:, :, None] + guess * (1 - p[:, :, None])
 
@@ -741,7 +761,11 @@ def init_global_branch(model: nn.Module, views: torch.Tensor, targets: torch.Ten
         y = torch.log(occ / (1 - occ)).reshape(len(targets), -1)  # coarse logits of the occupied fraction
     ym = y.mean(0)
     _, S, Vh = torch.linalg.svd(y - ym, full_matrices=False)
-    k = min(D, Vh.shape[0])
+    Vh = _fixed_signs(Vh)
+    # Centred targets of N samples have rank <= N - 1: a direction beyond the rank (a singular value
+    # at the float32 round-off of the data, below 1e-5 of the first) is arbitrary, and LAPACK returns
+    # another one for another thread count.
+    k = min(D, int((S > S[0] * 1e-5).sum()))
     basis = torch.zeros(y.shape[1], D, dtype=torch.float64)
     basis[:, :k] = Vh[:k].T
     zc = (y - ym) @ basis  # [N, D] shape coordinates
