@@ -9,7 +9,7 @@ import typer
 from sono3d.commands._common import command_modules
 
 # Modules that add verbs; each exposes register(app: typer.Typer) -> None.
-_MODULES = ("info", "phantom", "simulate", "sweep", "heart", "demo", "report")
+_MODULES = ("info", "phantom", "simulate", "sweep", "heart", "style", "demo", "report")
 
 
 def register_all(app: typer.Typer) -> None:

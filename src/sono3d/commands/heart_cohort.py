@@ -29,6 +29,8 @@ def cohort(
     motion: str = typer.Option("physiological", "--motion",
                                help="ED to ES: 'physiological' (shortening, thickening, twist) or 'affine'."),
     phases: int = typer.Option(0, "--phases", help="Also write N phases of one cycle per case (beat.npz)."),
+    appearance: str = typer.Option("pseudo", "--appearance",
+                                   help="Echo images: pseudo (the paper's pseudo-echo) or bmode (physics B-mode)."),
 ) -> None:
     """Generate a labelled four-chamber heart cohort (ED/ES) with six echo views per phase."""
     if n <= 0:
@@ -36,7 +38,7 @@ def cohort(
     if size < 16 or size > 2048:
         raise InputError(f"--size must be between 16 and 2048 pixels, got {size}")
     result = generate_cohort(out_dir, n, seed=seed, size=size, workers=workers, options=ViewOptions(size=size),
-                             progress=progress, motion=motion, phases=phases)
+                             progress=progress, motion=motion, phases=phases, appearance=appearance)
     print_json(result.to_dict())
 
 

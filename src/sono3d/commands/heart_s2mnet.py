@@ -19,6 +19,7 @@ from sono3d.heart.training import train as run_training
 from sono3d.heart.views_intake import parse_depths
 from sono3d.io.lock import writer_lock
 from sono3d.simulate.echo_views import VIEW_NAMES
+from sono3d.style.apply import views_transform
 from sono3d.viz.clinical import evaluation_figures
 from sono3d.viz.overlay import overlay_figure
 
@@ -47,6 +48,8 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Print a line per epoch on stderr."),
     dtype: str = typer.Option(None, "--dtype", help="float32 (default) or float64 (about 2x slower; for "
                               "numerical checks, e.g. one process against several under torchrun)."),
+    style: Path = typer.Option(None, "--style", help="A style run: train on the cohort's views translated to the "
+                               "real style (the paper's route)."),
 ) -> None:
     """Train S2MNet, the voxel baseline or the view-plane regressor on a cohort (80/10/10 split by case); resumable."""
     if config not in ("small", "paper", "tiny"):
@@ -64,6 +67,8 @@ def train(
             raise InputError("the pose model trains on the CPU only (--device cpu)")
         if view_dropout is not None:
             raise InputError("--view-dropout is an option of s2mnet and voxel runs, not of --model pose")
+        if style is not None:
+            raise InputError("--style is an option of s2mnet and voxel runs, not of --model pose")
         pcfg = PoseTrainConfig.preset(config, epochs=epochs, max_cases=max_cases)
         res = train_pose(cohort_dir, run_dir, pcfg if (not resume or epochs is not None) else None, seed=seed,
                          resume=resume, progress=progress)
@@ -74,7 +79,8 @@ def train(
                              dtype=dtype)
     # On --resume the run's stored config wins (only --epochs may extend it).
     res = run_training(cohort_dir, run_dir, model, cfg if (not resume or epochs is not None) else None, seed=seed,
-                       resume=resume, device=device, progress=progress)
+                       resume=resume, device=device, progress=progress,
+                       **_style_bridge(style, "to-real"))
     res.pop("history", None)
     print_json(res)
 
@@ -101,6 +107,8 @@ def predict(
                                  "one value in mm (150) or per view (a4c=150,a2c=190). Default 160 mm."),
     mirror: bool = typer.Option(False, "--mirror", help="Mirror every view left-right."),
     html: bool = typer.Option(True, "--html/--no-html", help=HTML_HELP),
+    style: Path = typer.Option(None, "--style", help="A style run: translate the views to the synthetic style "
+                               "before the networks (the reverse route)."),
 ) -> None:
     """Heart mesh(es), LV volumes and EF from echo views: a views.npz or the recordings themselves.
 
@@ -123,7 +131,8 @@ def predict(
         raise InputError(f"{out_dir}: OUT_DIR is a folder (is the views file in the wrong place?)")
     with writer_lock(out_dir, "output folder"):  # the page too
         res = predict_folder(run_dir, out_dir, views=views, recordings=given, pose_run=pose_run, strict=strict,
-                             depth_mm=parse_depths(depth_mm), ed_frame=ed_frame, es_frame=es_frame, mirror=mirror)
+                             depth_mm=parse_depths(depth_mm), ed_frame=ed_frame, es_frame=es_frame, mirror=mirror,
+                             **_style_bridge(style, "to-synthetic"))
         for w in res.warnings:
             typer.echo(f"warning: {w}", err=True)
         pred = res.prediction
@@ -147,6 +156,15 @@ def _overlay_title(report: dict) -> str:
     return ", ".join(vols) + "; " + verdict
 
 
+def _style_bridge(style: Path | None, direction: str) -> dict:
+    """The ``--style`` hook (issue 15): keyword arguments that translate views with a CycleGAN run
+    before the networks see them (none without ``--style``)."""
+    if style is None:
+        return {}
+    transform, record = views_transform(style, direction)
+    return {"views_transform": transform, "views_style": record}
+
+
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A trained S2MNet run folder."),
     cohort_dir: Path = typer.Argument(..., help="The cohort it was trained on."),
@@ -160,14 +178,16 @@ def evaluate(
                               "trained with --view-dropout)."),
     pose_run: Path = typer.Option(None, "--pose-run", help="A view-plane regressor run: plane errors and the overlay's "
                                   "LV Dice."),
+    style: Path = typer.Option(None, "--style", help="A style run: evaluate on the split's views translated to the "
+                               "real style (as a run trained with --style saw them)."),
 ) -> None:
     """IoU@128³, vertex MSE, Chamfer/Hausdorff, LV volumes, EF error and correlation on a split."""
     if resolution < 8 or resolution > 512:
         raise InputError(f"--resolution must be between 8 and 512, got {resolution}")
     subset = None if views is None else views.split(",")
     with writer_lock(out_dir, "output folder"):  # the page too
-        evaluation = evaluate_split(run_dir, cohort_dir, split=split, baseline=baseline, resolution=resolution, views=subset,
-                                    pose=pose_run)
+        evaluation = evaluate_split(run_dir, cohort_dir, split=split, baseline=baseline, resolution=resolution,
+                                    views=subset, pose=pose_run, **_style_bridge(style, "to-real"))
         write_evaluation(evaluation, out_dir)
         if figures:
             evaluation_figures(evaluation.rows, out_dir, resolution=resolution)

@@ -43,11 +43,13 @@ from sono3d.io.testing import kill_point
 from sono3d.phantoms.heart import heart_mesh, heart_phases, lv_cavity_mesh, sample_placement, sample_shape
 from sono3d.phantoms.heart_motion import MOTIONS, physiological_beat, sample_beat
 from sono3d.phantoms.lv_grid import global_longitudinal_strain_pct
+from sono3d.simulate.echo_bmode import bmode_views
 from sono3d.simulate.echo_views import ViewOptions, simulate_views
 from sono3d.types import PHASES
 
 __all__ = [
     "COHORT_FORMAT",
+    "APPEARANCES",
     "GENERATOR_VERSION",
     "VIEWS_EXPECTED",
     "DEFORMATION_EXPECTED",
@@ -71,6 +73,8 @@ COHORT_FORMAT = "sono3d-heart-cohort"
 # cohort.json); version-1 cohorts (affine beat, no strain columns) stay readable but are not resumed.
 GENERATOR_VERSION = "parametric-heart-2"
 READABLE_GENERATORS = ("parametric-heart-1", GENERATOR_VERSION)
+# How the views' echo images are made: the paper's pseudo-echo, or physics B-mode.
+APPEARANCES = ("pseudo", "bmode")
 _MANIFEST_TAIL = ("edv_ml", "esv_ml", "ef", "gls_pct", "gcs_pct")
 # What a case's .npz files hold, for the readers' messages (docs/heart_cohort.md).
 VIEWS_EXPECTED = ".npz with 'echo' [P, 6, H, W] and 'poses' [P, 6, 4, 4]"
@@ -133,13 +137,15 @@ def case_id(index: int) -> str:
 
 
 def generate_case(seed: int, index: int, size: int = 128, options: Any = None, motion: str = "physiological",
-                  phases: int = 0) -> dict[str, Any]:
+                  phases: int = 0, appearance: str = "pseudo") -> dict[str, Any]:
     """Everything of case ``index`` of cohort ``seed``, in memory.
 
     ``motion``: ``"physiological"`` (:mod:`sono3d.phantoms.heart_motion`; its beat parameters come
     from ``default_rng([seed, index, 1])``, so shape, placement and views are those of the affine
     case) or ``"affine"``. ``phases``: with the physiological beat, the number of phases of one
-    cycle to keep (0: none).
+    cycle to keep (0: none). ``appearance``: ``"pseudo"`` (the paper's pseudo-echo) or ``"bmode"``
+    (physics B-mode, :mod:`sono3d.simulate.echo_bmode`, its settings and tissue seed drawn from
+    ``default_rng([seed, index, 2])``, so hearts, views and labels are those of the pseudo case).
 
     Returns a dict with ``id``, ``row`` (manifest row), ``points`` ``{"ed", "es"}`` ([V, 3]
     float32-exact), ``landmarks``, ``views`` (see :func:`sono3d.simulate.echo_views.simulate_views`)
@@ -168,6 +174,11 @@ def generate_case(seed: int, index: int, size: int = 128, options: Any = None, m
         both = heart_phases(shape, placement)
         ed, es = both["ed"], both["es"]
     views = simulate_views([ed.points, es.points], [ed.landmarks, es.landmarks], rng, opt)
+    if appearance == "bmode":
+        brng = np.random.default_rng([int(seed), int(index), 2])
+        views["echo"] = bmode_views(views, int(brng.integers(2**62)), points=[ed.points, es.points], rng=brng)
+    elif appearance != "pseudo":
+        raise InputError(f"unknown view appearance '{appearance}' (known: {', '.join(APPEARANCES)})")
     edv, esv = ed.lv_volume_mm3 / 1000.0, es.lv_volume_mm3 / 1000.0
     row: dict[str, Any] = {"id": case_id(index)}
     row.update(shape.to_dict())
@@ -201,11 +212,14 @@ def write_case(case_dir: Path, data: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(data["row"], indent=1) + "\n", encoding="utf-8")
 
 
-def _cohort_meta(seed: int, size: int, options: Any, motion: str = "physiological", phases: int = 0
-                 ) -> dict[str, Any]:
-    return {"format": COHORT_FORMAT, "generator": GENERATOR_VERSION, "seed": int(seed), "size": int(size),
+def _cohort_meta(seed: int, size: int, options: Any, motion: str = "physiological", phases: int = 0,
+                 appearance: str = "pseudo") -> dict[str, Any]:
+    meta = {"format": COHORT_FORMAT, "generator": GENERATOR_VERSION, "seed": int(seed), "size": int(size),
             "motion": motion, "phases": int(phases),
             "views": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()}}
+    if appearance != "pseudo":  # pseudo cohorts keep the cohort.json they always had
+        meta["appearance"] = appearance
+    return meta
 
 
 def _check_or_claim(out_dir: Path, meta: dict[str, Any]) -> None:
@@ -216,15 +230,16 @@ def _check_or_claim(out_dir: Path, meta: dict[str, Any]) -> None:
             old = json.loads(info.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             raise InputError(f"{out_dir}: cohort.json is unreadable; choose another output folder") from None
-        keys = ("format", "generator", "seed", "size", "motion", "phases", "views")
+        keys = ("format", "generator", "seed", "size", "motion", "phases", "views", "appearance")
         if old.get("generator") != meta["generator"]:
             raise InputError(f"{out_dir} holds a cohort of generator {old.get('generator')} (this version writes "
                              f"{meta['generator']}); it stays readable but cannot be extended: choose another "
                              "output folder")
-        if any(old.get(k) != meta[k] for k in keys):
+        if any(old.get(k) != meta.get(k) for k in keys):
             raise InputError(
                 f"{out_dir} holds a different cohort (seed {old.get('seed')}, size {old.get('size')}, "
-                f"motion {old.get('motion')}, phases {old.get('phases')}); choose another output folder"
+                f"motion {old.get('motion')}, phases {old.get('phases')}, "
+                f"appearance {old.get('appearance', 'pseudo')}); choose another output folder"
             )
         return
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -234,14 +249,14 @@ def _check_or_claim(out_dir: Path, meta: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
 
 
-def _work(args: tuple[str, int, int, Any, str, int]) -> str:
+def _work(args: tuple[str, int, int, Any, str, int, str]) -> str:
     """Generate and write one case (a top-level function, so spawned workers can run it)."""
-    out_dir, seed, index, options, motion, phases = args
+    out_dir, seed, index, options, motion, phases, appearance = args
     cases = Path(out_dir) / "cases"
     final = cases / case_id(index)
     if final.is_dir():
         return case_id(index)
-    data = generate_case(seed, index, options.size, options, motion, phases)
+    data = generate_case(seed, index, options.size, options, motion, phases, appearance)
     tmp = cases / f".tmp-{case_id(index)}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -273,7 +288,7 @@ class CohortResult:
 
 def generate_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, size: int = 128, workers: int = 1,
                     options: Any = None, progress: bool = False, motion: str = "physiological",
-                    phases: int = 0) -> CohortResult:
+                    phases: int = 0, appearance: str = "pseudo") -> CohortResult:
     """Generate (or resume) a synthetic cohort of ``n`` cases in ``out_dir``.
 
     Parameters
@@ -294,6 +309,8 @@ def generate_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, size
         ``"physiological"`` (default) or ``"affine"`` (the first generator's beat).
     phases : int
         Phases of one cycle written to each case's ``beat.npz`` (physiological beat; 0: none).
+    appearance : str
+        ``"pseudo"`` (default) or ``"bmode"`` (see :func:`generate_case`); recorded in ``cohort.json``.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         raise InputError(f"the number of cases must be a positive integer, got {n}")
@@ -307,6 +324,8 @@ def generate_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, size
         raise InputError(f"phases must be 0 (none) or at least 2, got {phases}")
     if phases and motion != "physiological":
         raise InputError("intermediate phases need the physiological beat (motion 'physiological')")
+    if appearance not in APPEARANCES:
+        raise InputError(f"unknown view appearance '{appearance}' (known: {', '.join(APPEARANCES)})")
     opt = options if options is not None else ViewOptions(size=int(size))
     if opt.size != size:
         raise InputError(f"view options have size {opt.size} but the cohort size is {size}")
@@ -314,20 +333,21 @@ def generate_cohort(out_dir: str | os.PathLike[str], n: int, seed: int = 0, size
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a folder")
     with writer_lock(out, "cohort folder"):
-        return _generate(out, int(n), int(seed), int(size), int(workers), opt, progress, motion, int(phases))
+        return _generate(out, int(n), int(seed), int(size), int(workers), opt, progress, motion, int(phases),
+                         appearance)
 
 
 def _generate(out: Path, n: int, seed: int, size: int, workers: int, opt: Any, progress: bool, motion: str,
-              phases: int) -> CohortResult:
+              phases: int, appearance: str) -> CohortResult:
     """:func:`generate_cohort` once its arguments are checked and the folder is locked."""
-    _check_or_claim(out, _cohort_meta(seed, size, opt, motion, phases))
+    _check_or_claim(out, _cohort_meta(seed, size, opt, motion, phases, appearance))
     cases = out / "cases"
     cases.mkdir(exist_ok=True)
     for stale in cases.glob(".tmp-*"):  # left by an interrupted run
         shutil.rmtree(stale, ignore_errors=True)
     todo = [i for i in range(int(n)) if not (cases / case_id(i)).is_dir()]
     t0 = time.perf_counter()
-    jobs = [(str(out), int(seed), i, opt, motion, int(phases)) for i in todo]
+    jobs = [(str(out), int(seed), i, opt, motion, int(phases), appearance) for i in todo]
     bar = None
     if progress and todo:
         from tqdm import tqdm

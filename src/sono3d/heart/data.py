@@ -172,7 +172,8 @@ def load_views(path: str | os.PathLike[str], n_views: int = 6) -> dict[str, Any]
     ``present [6]`` (bool; ``sono3d heart views`` writes it). A view is missing when ``present``
     says so or when it is blank (one value) in every phase; missing views are set to zero. Returns
     a dict with ``echo`` float32 ``[P, 6, H, W]``, ``present`` bool ``[6]`` and ``poses``
-    ``[P, 6, 4, 4]`` or ``None``.
+    ``[P, 6, 4, 4]`` or ``None``, and the views' sectors (``opening_deg``, ``depth_mm``,
+    ``spacing_mm`` [6]) when the file has them.
 
     Raises :class:`InputError` for a missing file or array, a wrong shape, NaN or infinite pixels,
     no view at all, or a view blank in one phase but not the other; :class:`FileFormatError` for a
@@ -215,6 +216,8 @@ def load_views(path: str | os.PathLike[str], n_views: int = 6) -> dict[str, Any]
         # 8-bit or arbitrary-range images: bring them to [0, 1] like the training views
         lo, hi = float(echo[:, present].min()), float(echo[:, present].max())
         echo = np.where(present[None, :, None, None], (echo - lo) / max(hi - lo, 1e-12), 0.0).astype(np.float32)
+    sector = {k: np.asarray(data[k], dtype=np.float64) for k in ("opening_deg", "depth_mm", "spacing_mm")
+              if k in data and np.shape(data[k]) == (n_views,)}
     poses = data.get("poses")
     if poses is not None:
         poses = np.asarray(poses, dtype=np.float64)
@@ -222,7 +225,7 @@ def load_views(path: str | os.PathLike[str], n_views: int = 6) -> dict[str, Any]
             poses = poses[None]
         if poses.shape != (echo.shape[0], n_views, 4, 4) or not np.isfinite(poses).all():
             poses = None  # poses are optional: without usable ones the meshes stay in the echo frame
-    return {"echo": echo, "present": present, "poses": poses}
+    return {"echo": echo, "present": present, "poses": poses, **sector}
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,8 +285,12 @@ def _deformation_targets(cohort: Path, cid: str, templates: dict[str, Any]) -> n
 
 
 def load_cohort_arrays(cohort_dir: str | os.PathLike[str], ids: list[str], size: int,
-                       targets: str = "auto") -> CohortArrays:
-    """Load views and target vertices of ``ids`` (both phases), in each phase's echo frame."""
+                       targets: str = "auto", views_transform: Any = None) -> CohortArrays:
+    """Load views and target vertices of ``ids`` (both phases), in each phase's echo frame.
+
+    ``views_transform``, when given, maps each case's views (the ``views.npz`` arrays) to new echo
+    images ``[2, 6, H, W]`` before they are resized: the style bridge (``heart train --style``).
+    """
     cohort = Path(cohort_dir)
     if targets not in ("auto", "deformation", "identity"):
         raise InputError(f"targets must be 'auto', 'deformation' or 'identity', got {targets!r}")
@@ -307,6 +314,8 @@ def load_cohort_arrays(cohort_dir: str | os.PathLike[str], ids: list[str], size:
         if e.ndim != 4 or e.shape[:2] != (2, 6) or poses.shape != (2, 6, 4, 4):
             raise InputError(f"{cohort}: case {cid}: echo views must be [2, 6, H, W] with poses [2, 6, 4, 4], "
                              f"got {list(e.shape)} and {list(poses.shape)}")
+        if views_transform is not None:  # style bridge: the cohort's views in the real style
+            e = np.asarray(views_transform(z), dtype=np.float32)
         T = np.stack([echo_frame(poses[p, 0]) for p in range(2)])
         if targets == "deformation":
             world = _deformation_targets(cohort, cid, templates)

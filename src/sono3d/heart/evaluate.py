@@ -135,12 +135,15 @@ def _summary(values: list[float]) -> dict[str, float] | None:
 def evaluate_split(run_dir: str | os.PathLike[str], cohort_dir: str | os.PathLike[str], split: str = "test",
                    baseline: str | os.PathLike[str] | None = None, resolution: int = 128,
                    max_cases: int | None = None, views: Sequence[str] | None = None,
-                   pose: str | os.PathLike[str] | None = None) -> Evaluation:
+                   pose: str | os.PathLike[str] | None = None, views_transform: Any = None,
+                   views_style: dict[str, Any] | None = None) -> Evaluation:
     """Evaluate an S2MNet run (and optionally a voxel baseline run) on a split of a cohort.
 
     ``views``: evaluate from this subset of :data:`VIEW_NAMES` only; ``pose``: a view-plane
-    regressor run, for the plane errors and overlay Dice. Writes nothing; see the module notes
-    for each figure of the report.
+    regressor run, for the plane errors and overlay Dice. ``views_transform`` (the style bridge,
+    ``--style``) maps each case's views before the networks see them, as in training;
+    ``views_style`` describes it in the report. Writes nothing; see the module notes for each
+    figure of the report.
     """
     if split not in SPLITS:
         raise InputError(f"split must be train, val or test, got {split!r}")
@@ -161,7 +164,7 @@ def evaluate_split(run_dir: str | os.PathLike[str], cohort_dir: str | os.PathLik
     if missing:
         raise InputError(f"{cohort_dir}: case {missing[0]} of the run's {split} split is not in this cohort")
     size = run.net_config.image_size
-    arrays = load_cohort_arrays(cohort_dir, ids, size, targets=run.targets)
+    arrays = load_cohort_arrays(cohort_dir, ids, size, targets=run.targets, views_transform=views_transform)
     faces, cav = record_faces(run.template)
     comp = surface_components(faces, int(np.asarray(run.template["points"]).shape[0]))
     if cav is None:
@@ -270,6 +273,8 @@ def evaluate_split(run_dir: str | os.PathLike[str], cohort_dir: str | os.PathLik
     }
     report.update(_volume_stats({"ef": [r["ef_s2mnet"] for r in rows]}, ef_true))
     report["volumes"] = _volume_report(rows, "s2mnet")
+    if views_style:
+        report["style"] = dict(views_style)
     if all("gls_s2mnet" in r for r in rows) and len(rows) >= 2:
         report["strain"] = strain_agreement([r["gls_s2mnet"] for r in rows], [r["gls_true"] for r in rows],
                                             [r["ef_s2mnet"] for r in rows], ef_true)

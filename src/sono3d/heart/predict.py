@@ -141,7 +141,8 @@ def _view_geometry(views: dict[str, Any], size: int) -> tuple[np.ndarray, np.nda
 
 
 def predict_arrays(run: LoadedRun, views: dict[str, Any], pose_run: LoadedRun | None = None,
-                   source: str | os.PathLike[str] | None = None) -> Prediction:
+                   source: str | os.PathLike[str] | None = None, views_transform: Any = None,
+                   views_style: dict[str, Any] | None = None) -> Prediction:
     """Meshes, volumes, EF, the input check and (with ``pose_run``) the overlay of views in memory.
 
     Parameters
@@ -156,6 +157,10 @@ def predict_arrays(run: LoadedRun, views: dict[str, Any], pose_run: LoadedRun | 
         A view-plane regressor run: each given view's plane and the overlay.
     source : path-like, optional
         The views file, recorded as ``views`` (as given) so that ``sono3d report`` finds it later.
+    views_transform, views_style : callable and dict, optional
+        The style bridge (``--style``, issue 15): a map from ``views`` to new echo images
+        ``[P, 6, H, W]`` (real views to the synthetic style) that the networks and the input check
+        see instead (the figures keep the views as given), and its description (``report["style"]``).
 
     Returns
     -------
@@ -173,7 +178,10 @@ def predict_arrays(run: LoadedRun, views: dict[str, Any], pose_run: LoadedRun | 
         raise InputError(f"{pose_run.path} holds a '{pose_run.kind}' model checkpoint, but --pose-run needs a "
                          f"'{POSE_KIND}' run (sono3d heart train ... --model pose)")
     t0 = time.perf_counter()
-    pts = echo_pts = predict_views(run, echo, present)
+    net_echo = echo
+    if views_transform is not None:  # style bridge (issue 15); missing views stay blank
+        net_echo = np.asarray(views_transform(views), dtype=np.float32) * present[None, :, None, None]
+    pts = echo_pts = predict_views(run, net_echo, present)
     t_net = time.perf_counter() - t0
     frame = "echo"
     poses = views.get("poses")
@@ -184,13 +192,15 @@ def predict_arrays(run: LoadedRun, views: dict[str, Any], pose_run: LoadedRun | 
     names = _phase_names(views, len(pts))
     t1 = time.perf_counter()
     check = check_views(run.model, (run.state or {}).get("input_check"),
-                        resize_views(echo, run.net_config.image_size), present)
+                        resize_views(net_echo, run.net_config.image_size), present)
     t_check = time.perf_counter() - t1
     report: dict[str, Any] = {"lv_edv_ml": vols[0], "phases": names,
                               "views_given": [v for v, p in zip(VIEW_NAMES, present) if p], "frame": frame,
                               "epoch": run.epoch}
     if source is not None:
         report["views"] = os.fspath(source)
+    if views_style:
+        report["style"] = dict(views_style)
     if names == ["still"]:
         report = {"lv_volume_ml": vols[0], **{k: v for k, v in report.items() if k != "lv_edv_ml"}}
     if len(pts) == 2:
@@ -205,7 +215,7 @@ def predict_arrays(run: LoadedRun, views: dict[str, Any], pose_run: LoadedRun | 
         t2 = time.perf_counter()
         size = echo.shape[-1]
         spacing, masks = _view_geometry(views, size)
-        rot, apex = predict_planes(pose_run, echo, present)
+        rot, apex = predict_planes(pose_run, net_echo, present)
         layers = template_layers(run.template)
         overlay = np.stack([slice_views(layers, echo_pts[p], rot[p], apex[p], spacing, size, masks)[0]
                             for p in range(len(pts))])
@@ -294,7 +304,8 @@ def predict_folder(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
                    recordings: dict[str, str | os.PathLike[str]] | None = None,
                    pose_run: str | os.PathLike[str] | None = None, strict: bool = False,
                    depth_mm: float | dict[str, float] | None = None, ed_frame: int | None = None,
-                   es_frame: int | None = None, mirror: bool = False) -> FolderPrediction:
+                   es_frame: int | None = None, mirror: bool = False, views_transform: Any = None,
+                   views_style: dict[str, Any] | None = None) -> FolderPrediction:
     """``sono3d heart predict``: a views file or the recordings themselves to a result folder.
 
     Parameters
@@ -309,6 +320,8 @@ def predict_folder(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
         A view-plane regressor run: the planes and the overlay (:func:`predict_arrays`).
     strict : bool
         Refuse (:class:`InputError`, nothing written) views the input check calls out of distribution.
+    views_transform, views_style : optional
+        The style bridge (:func:`predict_arrays`).
 
     Exactly one of ``views`` and ``recordings`` is needed. Everything is computed before anything
     is written. Writes ``heart_<phase>.vtp``, ``report.json`` (and the intake's files).
@@ -329,7 +342,8 @@ def predict_folder(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
             arrays, views_file = views_arrays(intake), out / "views.npz"
         else:
             arrays, views_file = load_views(views, run.net_config.n_views), Path(views)
-        prediction = predict_arrays(run, arrays, pose, source=views_file)
+        prediction = predict_arrays(run, arrays, pose, source=views_file, views_transform=views_transform,
+                                    views_style=views_style)
         if strict:
             require_in_distribution(prediction)
         line = input_check_line(prediction.report["input_check"])

@@ -405,7 +405,8 @@ def _chamfer_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], model_kind: str = "s2mnet",
           config: TrainConfig | None = None, seed: int = 0, resume: bool = False, device: str = "cpu",
-          progress: bool = False, stop_after_epoch: int | None = None) -> dict[str, Any]:
+          progress: bool = False, stop_after_epoch: int | None = None, views_transform: Any = None,
+          views_style: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``model_kind`` (``s2mnet`` or ``voxel``) on a cohort; see the module notes.
 
     Parameters
@@ -416,6 +417,9 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
     resume : bool
         Continue the run in ``run_dir``: from its last checkpoint, or from its start when it was
         interrupted before its first checkpoint.
+    views_transform, views_style : callable and dict, optional
+        The style bridge (``--style``): a map from a case's views arrays to new echo images, and its
+        description (recorded in the checkpoint; a resumed run must be given the same one).
     stop_after_epoch : int, optional
         Stop (after checkpointing) once this epoch (1-based) is done, as an interruption would.
 
@@ -443,15 +447,22 @@ def train(cohort_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], m
     rank, _ = _dist_info()
     # Only rank 0 writes, so only rank 0 holds the run folder.
     with writer_lock(run, "run folder") if rank == 0 else contextlib.nullcontext():
-        return _train(cohort_dir, run, model_kind, config, seed, resume, device, progress, stop_after_epoch)
+        return _train(cohort_dir, run, model_kind, config, seed, resume, device, progress, stop_after_epoch,
+                      views_transform, views_style)
 
 
 def _train(cohort_dir: str | os.PathLike[str], run: Path, model_kind: str, config: TrainConfig | None, seed: int,
-           resume: bool, device: str, progress: bool, stop_after_epoch: int | None) -> dict[str, Any]:
+           resume: bool, device: str, progress: bool, stop_after_epoch: int | None, views_transform: Any = None,
+           views_style: dict[str, Any] | None = None) -> dict[str, Any]:
     ckpt_path = run / CHECKPOINT
     state, config, seed = open_run(run, model_kind, TrainConfig, config, seed, resume)
     net = net_config(state, ckpt_path) if state is not None else \
         NetConfig.preset(config.net, view_presence=True if config.view_dropout > 0 else None)
+    # --- style bridge (issue 15): a resumed run keeps the views it was trained on ---
+    if state is not None and state["extra"].get("style", {}).get("run") != (views_style or {}).get("run"):
+        was = state["extra"].get("style", {}).get("run")
+        raise InputError(f"{run} was trained {'through the style run ' + was if was else 'without --style'}; "
+                         "resume it the same way")
 
     rank, world = _dist_info()
     distributed = world > 1
@@ -465,8 +476,9 @@ def _train(cohort_dir: str | os.PathLike[str], run: Path, model_kind: str, confi
     split = run_split(run, cohort_dir, config.max_cases, seed, state is not None, write=rank == 0)
     if state is None and rank == 0:
         write_train_log(run, model_kind, seed, config.to_dict(), net, [])  # what --resume needs before epoch 1
-    train_arr = load_cohort_arrays(cohort_dir, split["train"], net.image_size, config.targets)
-    val_arr = load_cohort_arrays(cohort_dir, split["val"], net.image_size, train_arr.source) if split["val"] else None
+    train_arr = load_cohort_arrays(cohort_dir, split["train"], net.image_size, config.targets, views_transform)
+    val_arr = load_cohort_arrays(cohort_dir, split["val"], net.image_size, train_arr.source,
+                                 views_transform) if split["val"] else None
 
     torch.manual_seed(seed)
     if state is not None:
@@ -476,6 +488,8 @@ def _train(cohort_dir: str | os.PathLike[str], run: Path, model_kind: str, confi
         tpl_pts = train_arr.points.reshape(-1, *train_arr.points.shape[2:]).mean(0)
         disp = train_arr.points - tpl_pts
         extra = {"displacement_scale_mm": float(max(1.0, disp.std())), "targets": train_arr.source}
+        if views_style:
+            extra["style"] = dict(views_style)
         if model_kind == "voxel":
             c, h = voxel_box(train_arr.points, pad_mm=4.0)
             extra.update({"box_centre": torch.as_tensor(c, dtype=torch.float32),

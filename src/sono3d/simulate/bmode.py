@@ -140,7 +140,8 @@ class _Stage:
 
 
 def _scatter_stage(echo: np.ndarray, spacing_mm: tuple[float, float], params: BModeParams,
-                   sector: Sector | None, rng: np.random.Generator | int | None, lateral: bool = True) -> _Stage:
+                   sector: Sector | None, rng: np.random.Generator | int | None, lateral: bool = True,
+                   scatterers: np.ndarray | None = None) -> _Stage:
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     echo = np.asarray(echo, dtype=np.float32)
     N, H, W = echo.shape
@@ -160,7 +161,13 @@ def _scatter_stage(echo: np.ndarray, spacing_mm: tuple[float, float], params: BM
         # Gaussians, so one draw with the summed variance makes both.
         sigma_n = np.float32(10.0 ** (params.noise_db / 20.0))
         amp = np.sqrt(amp * amp + sigma_n * sigma_n)
-    field = rng.standard_normal((N, W, H * U), dtype=np.float32)
+    if scatterers is None:
+        field = rng.standard_normal((N, W, H * U), dtype=np.float32)
+    else:
+        if scatterers.shape != (N, H * U, W):
+            raise InputError(f"scatterer field must have shape {(N, H * U, W)} (axial oversampling {U}), "
+                             f"got {scatterers.shape}")
+        field = np.ascontiguousarray(np.asarray(scatterers, dtype=np.float32).transpose(0, 2, 1))
     field *= amp
     if lateral and sig_lat >= 0.3:
         field = ndimage.convolve1d(field, _lateral_kernel(sig_lat), axis=1, mode="constant")
@@ -290,7 +297,7 @@ def log_compress(env: np.ndarray, dynamic_range_db: float = 50.0, reference: flo
 
 def bmode(echo: np.ndarray, spacing_mm: tuple[float, float], params: BModeParams = BModeParams(),
           sector: Sector | None = None, rng: np.random.Generator | int | None = 0,
-          return_envelope: bool = False) -> np.ndarray:
+          return_envelope: bool = False, scatterers: np.ndarray | None = None) -> np.ndarray:
     """B-mode frames from echogenicity frames.
 
     Parameters
@@ -307,6 +314,11 @@ def bmode(echo: np.ndarray, spacing_mm: tuple[float, float], params: BModeParams
     return_envelope : bool
         Return the envelope before log compression instead (same shape; echogenicity 1 without
         attenuation has RMS 1), e.g. to check speckle statistics.
+    scatterers : ndarray, shape (N, H * U, W), optional
+        Scatterer amplitudes (unit variance) on the axially oversampled grid
+        (``U = axial_oversampling(params, dy)``) to use instead of drawing white noise from ``rng``:
+        a field tied to tissue positions keeps the speckle of tissue seen twice (two phases, two
+        crossing planes).
 
     Returns
     -------
@@ -323,7 +335,7 @@ def bmode(echo: np.ndarray, spacing_mm: tuple[float, float], params: BModeParams
     dy, dx = (float(v) for v in spacing_mm)
     if not (dy > 0 and dx > 0):
         raise InputError(f"pixel spacing must be positive, got {spacing_mm}")
-    st = _scatter_stage(e, (dy, dx), params, sector, rng, lateral=False)
+    st = _scatter_stage(e, (dy, dx), params, sector, rng, lateral=False, scatterers=scatterers)
     ref = _reference_rms(st.k_ax, st.sig_lat)
     env = _fast_envelope(st, e.shape[1]).transpose(0, 2, 1) / np.float32(ref * np.sqrt(2.0))
     out = env if return_envelope else log_compress(env, params.dynamic_range_db, 1.0, params.gain_db)
