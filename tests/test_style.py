@@ -229,3 +229,19 @@ def test_cli_bad_input(bridge, tmp_path):
     one_line_error(res, "--size")
     res = runner.invoke(app, ["style", "apply", run, src, str(tmp_path / "o.npz"), "--direction", "up"])
     one_line_error(res, "direction")
+
+
+def test_cli_apply_real_image(bridge, tmp_path):
+    """A real scanner screen goes through the intake into the run's view geometry, then is translated."""
+    from conftest import shared_file
+
+    png = shared_file("echo/tte47/a4c.png")
+    res = runner.invoke(app, ["style", "apply", str(bridge["run"]), str(png), str(tmp_path / "a4c.png"),
+                              "--direction", "to-synthetic", "--depth-mm", "150"])
+    assert res.exit_code == 0, res.output
+    import imageio.v3 as iio
+
+    img = iio.imread(tmp_path / "a4c.png")
+    assert img.shape == (32, 32) and img.max() > 0 and img[0, 0] == 0  # black outside the fan
+    res = runner.invoke(app, ["style", "apply", str(bridge["run"]), str(png), str(tmp_path / "frames.npz")])
+    one_line_error(res, "folder")

@@ -515,7 +515,7 @@ def translate(run: StyleRun, images: np.ndarray, masks: np.ndarray, direction: s
     with torch.no_grad():
         for s in range(0, len(im), batch_size):
             x = torch.from_numpy(np.where(m[s:s + batch_size], im[s:s + batch_size] * 2 - 1, -1.0)[:, None])
-            mk = torch.from_numpy(np.ascontiguousarray(m[s:s + batch_size])[:, None])
+            mk = torch.from_numpy(np.array(m[s:s + batch_size], dtype=bool)[:, None])
             y = CycleGAN.masked(gen, x.float(), mk)
             out[s:s + batch_size] = ((y[:, 0].numpy() + 1.0) / 2.0) * m[s:s + batch_size]
     return np.clip(out[0] if single else out, 0.0, 1.0)
