@@ -15,8 +15,8 @@ from sono3d.heart.data import split_cases
 from sono3d.simulate.echo_views import VIEW_NAMES
 from sono3d.style.apply import apply_path, run_geometry
 from sono3d.style.cyclegan import Domain, StyleConfig, load_style_run, train_cyclegan, translate
-from sono3d.style.data import (cohort_domain, cohort_geometry, cohort_info, read_views_file, real_domain,
-                               views_geometry, views_masks)
+from sono3d.style.data import (VIEWS_SUFFIX, cohort_domain, cohort_geometry, cohort_info, read_views_file,
+                               real_domain, views_domain, views_geometry)
 from sono3d.style.gap import domain_gap
 
 style_app = typer.Typer(
@@ -144,14 +144,9 @@ def gap(
         if (src / "cohort.json").is_file():
             geometry = geometry or cohort_geometry(src, view_size)
             parts.append(cohort_domain(src, _split_ids(src, split, seed), view_size, views=sel))
-        elif src.suffix.lower() == ".npz":
-            data = read_views_file(src)
-            geometry = geometry or views_geometry(data, view_size)
-            m = views_masks(data)
-            idx = sel if sel is not None else range(data["echo"].shape[1])
-            ims = np.stack([data["echo"][p, v] for p in range(data["echo"].shape[0]) for v in idx])
-            ms = np.stack([m[p, v] for p in range(m.shape[0]) for v in idx])
-            parts.append(Domain(ims * ms, ms, [f"{src.name}:{k}" for k in range(len(ims))]))
+        elif src.suffix.lower() == VIEWS_SUFFIX:
+            geometry = geometry or views_geometry(read_views_file(src), view_size)
+            parts.append(views_domain(src, sel))
         else:
             raise InputError(f"{src}: a synthetic set is a generated cohort folder or a views .npz")
     if geometry is None:

@@ -24,7 +24,7 @@ from sono3d.intake import ViewGeometry, intake_echo
 from sono3d.style.cyclegan import Domain
 from sono3d.types import PHASES
 
-__all__ = ["read_views_file", "views_masks", "cohort_domain", "nonzero_fan", "resize_square", "real_domain",
+__all__ = ["read_views_file", "views_masks", "views_domain", "cohort_domain", "nonzero_fan", "resize_square", "real_domain",
            "VIEWS_SUFFIX", "cohort_info", "cohort_geometry",
            "views_geometry"]
 
@@ -103,6 +103,18 @@ def resize_square(images: np.ndarray, size: int, masks: np.ndarray | None = None
     return out * m, m
 
 
+def views_domain(path: str | os.PathLike[str], views: tuple[int, ...] | None = None) -> Domain:
+    """The images of a views file (every phase; ``views`` picks view indices) on their fans."""
+    data = read_views_file(path)
+    masks = views_masks(data)
+    P, V = data["echo"].shape[:2]
+    pairs = [(q, v) for q in range(P) for v in (views if views is not None else range(V))]
+    if not pairs:
+        raise InputError(f"{path}: no views selected")
+    images = np.stack([data["echo"][q, v] * masks[q, v] for q, v in pairs])
+    return Domain(images, np.stack([masks[q, v] for q, v in pairs]), [f"{Path(path).name}:{k}" for k in range(len(pairs))])
+
+
 def cohort_domain(cohort_dir: str | os.PathLike[str], ids: list[str], size: int | None = None,
                   views: tuple[int, ...] | None = None, phases: tuple[int, ...] = (0, 1)) -> Domain:
     """The synthetic domain: views of the given cases of a generated cohort, with their fans.
@@ -158,13 +170,8 @@ def real_domain(paths: list[str | os.PathLike[str]], geometry: ViewGeometry, dep
     for path in paths:
         p = Path(path)
         if p.suffix.lower() == VIEWS_SUFFIX:
-            data = read_views_file(p)
-            masks = views_masks(data)
-            sel = views if views is not None else range(data["echo"].shape[1])
-            frames = np.stack([data["echo"][q, v] for q in range(data["echo"].shape[0]) for v in sel]) if len(sel) else \
-                np.zeros((0,) + data["echo"].shape[2:], np.float32)
-            fmask = np.stack([masks[q, v] for q in range(data["echo"].shape[0]) for v in sel]) if len(sel) else \
-                np.zeros(frames.shape, bool)
+            dom = views_domain(p, views)
+            frames, fmask = dom.images, dom.masks
             if frames.shape[1:] != geometry.shape:
                 frames, fmask = resize_square(frames, geometry.size, fmask)
         else:
