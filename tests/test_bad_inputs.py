@@ -125,6 +125,17 @@ def shared(tmp_path_factory) -> SimpleNamespace:
     s.cut_sweep.write_bytes(data[: len(data) // 2])
     s.bad_ply = bad / "g.ply"
     s.bad_ply.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 3\nend_header\n1 2\n")
+    # style: a tiny CycleGAN run (32 px) between the cohort and one case's views standing in for real echo
+    s.style_run = root / "style_run"
+    res = runner.invoke(app, ["style", "train", str(s.cohort / "cases" / "00001" / "views.npz"), str(s.cohort),
+                              str(s.style_run), "--size", "32", "--config", "tiny", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    s.empty_dir = bad / "no_frames"
+    s.empty_dir.mkdir()
+    s.flat_views = bad / "flat.npz"
+    np.savez(s.flat_views, echo=np.full((6, 32, 32), 0.5, np.float32))
+    s.big_views = bad / "big.npz"
+    np.savez(s.big_views, echo=np.random.default_rng(0).random((6, 64, 64)).astype(np.float32))
     return s
 
 
@@ -168,6 +179,25 @@ def _existing_run(i: Any) -> None:
     shutil.copytree(i.run, i.tmp / "run")
 
 
+def _existing_style_run(i: Any) -> None:
+    shutil.copytree(i.style_run, i.tmp / "run")
+
+
+def _style_train(real: str, *options: str, run: str = "r") -> Callable[[Any], list]:
+    return lambda i: ["style", "train", getattr(i, real), i.cohort, i.tmp / run, "--size", "32", "--config", "tiny",
+                      "--no-progress", *options]
+
+
+def _style_apply(source: str = "views", run: str = "style_run", out: str = "o.npz", *options: str
+                 ) -> Callable[[Any], list]:
+    return lambda i: ["style", "apply", getattr(i, run), getattr(i, source), i.tmp / out, *options]
+
+
+def _style_gap(*options: str) -> Callable[[Any], list]:
+    return lambda i: ["style", "gap", i.views, "--synthetic", i.cohort, "--split", "all", "--view-size", "32",
+                      "--size", "32", *options]
+
+
 def _predict(views: str = "views", run: str = "run") -> Callable[[Any], list]:
     return lambda i: ["heart", "predict", getattr(i, run), getattr(i, views), i.tmp / "out"]
 
@@ -179,6 +209,9 @@ CORRESPOND = "heart correspond"
 EVALUATE = "heart evaluate"
 RECONSTRUCT = "sweep reconstruct"
 COMPOUND = "sweep compound"
+STYLE_TRAIN = "style train"
+STYLE_APPLY = "style apply"
+STYLE_GAP = "style gap"
 
 CASES: list[Case] = [
     # heart predict: the views file
@@ -363,6 +396,65 @@ CASES: list[Case] = [
     Case("heart views", "missing recording", lambda i: ["heart", "views", i.tmp / "v.npz", "--a4c",
                                                         i.tmp / "a4c.mp4"],
          lambda i: (str(i.tmp / "a4c.mp4"),), lambda i: (i.tmp / "v.npz",)),
+    # style train
+    Case(STYLE_TRAIN, "a source that gives no frames", _style_train("empty_dir"), lambda i: (str(i.empty_dir),),
+         lambda i: (i.tmp / "r",)),
+    Case(STYLE_TRAIN, "frames of one value", _style_train("flat_views"), lambda i: (str(i.flat_views), "one value"),
+         lambda i: (i.tmp / "r",)),
+    Case(STYLE_TRAIN, "pickle given as a source", _style_train("pickle"), lambda i: (str(i.pickle), "pickle"),
+         lambda i: (i.tmp / "r",)),
+    Case(STYLE_TRAIN, "--size 30", _style_train("views", "--size", "30"), lambda i: ("--size",),
+         lambda i: (i.tmp / "r",)),
+    Case(STYLE_TRAIN, "unknown --config", _style_train("views", "--config", "huge"), lambda i: ("--config", "huge"),
+         lambda i: (i.tmp / "r",)),
+    Case(STYLE_TRAIN, "--epochs 0", _style_train("views", "--epochs", "0"), lambda i: ("--epochs",),
+         lambda i: (i.tmp / "r",)),
+    Case(STYLE_TRAIN, "folder of another program as the cohort",
+         lambda i: ["style", "train", i.views, i.foreign, i.tmp / "r", "--size", "32"],
+         lambda i: (str(i.foreign), "not a generated heart cohort"), lambda i: (i.tmp / "r",)),
+    Case(STYLE_TRAIN, "only a cohort and a run folder", lambda i: ["style", "train", i.cohort, i.tmp / "r"],
+         lambda i: ("REAL",), lambda i: (i.tmp / "r",)),
+    Case(STYLE_TRAIN, "run folder is a file", _style_train("views", run="table.csv"),
+         lambda i: ("table.csv", "not a folder"), setup=_existing_file("table.csv"),
+         existing=lambda i: (i.tmp / "table.csv",)),
+    Case(STYLE_TRAIN, "--resume with nothing to resume", _style_train("views", "--resume"),
+         lambda i: (str(i.tmp / "r"), "no checkpoint to resume"), lambda i: (i.tmp / "r",)),
+    Case(STYLE_TRAIN, "existing run kept without --resume", _style_train("views", run="run"),
+         lambda i: (str(i.tmp / "run"), "already holds a style run", "--resume"),
+         existing=lambda i: (i.tmp / "run",), setup=_existing_style_run),
+    Case(STYLE_TRAIN, "resumed with other real frames",
+         lambda i: ["style", "train", i.cohort / "cases" / "00002" / "views.npz", i.cohort, i.tmp / "run", "--size",
+                    "32", "--resume", "--no-progress"],
+         lambda i: ("real images differ", str(i.tmp / "run")), existing=lambda i: (i.tmp / "run",),
+         setup=_existing_style_run),
+    # style apply
+    Case(STYLE_APPLY, "run folder of another model", _style_apply(run="run"), lambda i: ("not a sono3d style",),
+         lambda i: (i.tmp / "o.npz",)),
+    Case(STYLE_APPLY, "missing run folder", lambda i: ["style", "apply", i.tmp / "norun", i.views, i.tmp / "o.npz"],
+         lambda i: (str(i.tmp / "norun"), "no such style run"), lambda i: (i.tmp / "o.npz",)),
+    Case(STYLE_APPLY, "views of another size than the run's", _style_apply("big_views"), lambda i: ("64x64", "32x32"),
+         lambda i: (i.tmp / "o.npz",)),
+    Case(STYLE_APPLY, "unknown --direction", _style_apply("views", "style_run", "o.npz", "--direction", "up"),
+         lambda i: ("--direction", "up"), lambda i: (i.tmp / "o.npz",)),
+    Case(STYLE_APPLY, "views file into a PNG", _style_apply(out="o.png"), lambda i: (str(i.tmp / "o.png"), ".npz"),
+         lambda i: (i.tmp / "o.png",)),
+    Case(STYLE_APPLY, "pickle given as views", _style_apply("pickle"), lambda i: (str(i.pickle), "pickle"),
+         lambda i: (i.tmp / "o.npz",)),
+    Case(STYLE_APPLY, "NaN pixel in the views", _style_apply("nan_views"), lambda i: (str(i.nan_views), "NaN"),
+         lambda i: (i.tmp / "o.npz",)),
+    Case(STYLE_APPLY, "existing output kept when the views are bad", _style_apply("cut_npz"),
+         lambda i: (str(i.cut_npz),), existing=lambda i: (i.tmp / "o.npz",), setup=_existing_file("o.npz")),
+    # style gap (writes nothing)
+    Case(STYLE_GAP, "--epochs 0", _style_gap("--epochs", "0"), lambda i: ("--epochs",)),
+    Case(STYLE_GAP, "unknown view in --views", _style_gap("--views", "a5c"), lambda i: ("--views", "a5c")),
+    Case(STYLE_GAP, "unknown --direction", _style_gap("--direction", "up"), lambda i: ("--direction", "up")),
+    Case(STYLE_GAP, "table given as the synthetic set",
+         lambda i: ["style", "gap", i.views, "--synthetic", i.text], lambda i: (str(i.text), "synthetic set")),
+    Case(STYLE_GAP, "frames of one value", lambda i: ["style", "gap", i.flat_views, "--synthetic", i.cohort,
+                                                      "--split", "all", "--view-size", "32"],
+         lambda i: (str(i.flat_views), "one value")),
+    Case(STYLE_GAP, "heart run as --style", lambda i: [*_style_gap()(i), "--style", i.run],
+         lambda i: ("not a sono3d style",)),
     Case("demo", "--out is a file", lambda i: ["demo", "--out", i.text, "--quiet"], lambda i: (str(i.text),)),
     Case("info", "missing file", lambda i: ["info", i.tmp / "x.nii.gz"], lambda i: (str(i.tmp / "x.nii.gz"),)),
     Case("info", "header claiming 4e13 bytes", lambda i: ["info", i.huge_mha], lambda i: (str(i.huge_mha),)),

@@ -162,6 +162,8 @@ BUSY_VERBS = {
     "heart fit-real": ["heart", "fit-real", "missing_beat", "OUT"],
     "report": ["report", "OUT"],
     "heart views": ["heart", "views", "OUT.npz", "--a4c", "missing.png"],
+    "style train": ["style", "train", "missing.npz", "missing_cohort", "OUT", "--config", "tiny", "--no-progress"],
+    "style apply": ["style", "apply", "missing_run", "missing.npz", "OUT.npz"],
 }
 
 
@@ -328,6 +330,18 @@ def test_a_killed_worker_fails_the_run_loudly_and_a_rerun_resumes(reference_coho
     no_leftovers(out)
 
 
+def same_checkpoints(ref: Path, run: Path, epochs: int, loss: str) -> tuple[dict, dict]:
+    """The two runs' checkpoints, asserted equal: ``epochs`` done, every weight bit for bit, the
+    history's ``loss`` per epoch. Returns them for further checks."""
+    a = torch.load(ref / "checkpoint.pt", weights_only=True)
+    b = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == epochs
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert [h[loss] for h in a["history"]] == [h[loss] for h in b["history"]]
+    return a, b
+
+
 TRAIN = ["heart", "train", "COHORT", "RUN", "--config", "tiny", "--epochs", "3", "--max-cases", "3", "--seed", "4",
          "--no-progress"]
 
@@ -356,13 +370,44 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
     with one_thread():
         res = runner.invoke(app, [*args, "--resume"])
     assert res.exit_code == 0, res.output
-    a = torch.load(ref / "checkpoint.pt", weights_only=True)
-    b = torch.load(run / "checkpoint.pt", weights_only=True)
-    assert a["epoch"] == b["epoch"] == 3
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
-    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    same_checkpoints(ref, run, 3, "train_loss")
     assert (ref / "split.json").read_bytes() == (run / "split.json").read_bytes()
+    no_leftovers(run)
+
+
+STYLE_TRAIN = ["style", "train", "REAL", "COHORT", "RUN", "--size", "32", "--config", "tiny", "--seed", "2",
+               "--no-progress"]
+
+
+@pytest.mark.slow
+def test_killed_style_training_resumes_to_the_same_weights(tmp_path):
+    """A CycleGAN run (tiny: 2 epochs of 2 steps) killed before its first checkpoint, resumed and
+    killed in its second epoch, resumed again: the networks and image buffers of an uninterrupted run."""
+    cohort = tmp_path / "cohort"
+    generate_cohort(cohort, 3, seed=1, size=32)
+    real = cohort / "cases" / "00002" / "views.npz"  # stands in for real frames
+
+    def args(run: Path) -> list[str]:
+        return [str(real) if a == "REAL" else str(cohort) if a == "COHORT" else str(run) if a == "RUN" else a
+                for a in STYLE_TRAIN]
+
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    with one_thread():
+        res = runner.invoke(app, args(ref))
+    assert res.exit_code == 0, res.output
+    code = f"import sys; from sono3d.cli import main; sys.argv = ['sono3d', *{args(run)!r}, *sys.argv[1:]]; main()"
+    assert_killed(subprocess.run([sys.executable, "-c", code], env={**ENV, "SONO3D_TEST_KILL_AT": "train-step:1"},
+                                 capture_output=True, text=True, timeout=600))
+    assert not (run / "checkpoint.pt").exists() and (run / "train_log.json").is_file()
+    assert_killed(subprocess.run([sys.executable, "-c", code, "--resume"],
+                                 env={**ENV, "SONO3D_TEST_KILL_AT": "train-step:3"}, capture_output=True, text=True,
+                                 timeout=600))
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    with one_thread():
+        res = runner.invoke(app, [*args(run), "--resume"])
+    assert res.exit_code == 0, res.output
+    a, b = same_checkpoints(ref, run, 2, "cycle")
+    assert torch.equal(a["pool_x"], b["pool_x"]) and torch.equal(a["pool_y"], b["pool_y"])
     no_leftovers(run)
 
 

@@ -12,6 +12,7 @@ from sono3d.commands._common import print_json
 from sono3d.errors import InputError
 from sono3d.heart.cohort import case_ids
 from sono3d.heart.data import split_cases
+from sono3d.io.lock import writer_lock
 from sono3d.simulate.echo_views import VIEW_NAMES
 from sono3d.style.apply import apply_path, run_geometry
 from sono3d.style.cyclegan import Domain, StyleConfig, load_style_run, train_cyclegan, translate
@@ -81,20 +82,23 @@ def train(
         raise InputError(f"--size must be a multiple of 4 between 16 and 1024, got {size}")
     if seed < 0:
         raise InputError(f"--seed must be >= 0, got {seed}")
-    info = cohort_info(cohort_dir)
-    geometry = cohort_geometry(cohort_dir, size)
-    ids = _split_ids(cohort_dir, "train", seed)
-    synthetic = cohort_domain(cohort_dir, ids, size)
-    real = real_domain(real_paths, geometry, depth_mm)
-    cfg = StyleConfig.preset(config)
-    if epochs is not None:
-        cfg = replace(cfg, epochs=epochs)
-    meta = {"cohort": str(cohort_dir), "appearance": info.get("appearance", "pseudo"), "split_seed": seed,
-            "real_sources": [str(p) for p in real_paths], "config_name": config,
-            "geometry": {"size": geometry.size, "fov_mm": geometry.fov_mm, "depth_mm": geometry.depth_mm,
-                         "opening_deg": geometry.opening_deg}}
-    res = train_cyclegan(real, synthetic, run_dir, cfg if (not resume or epochs is not None) else None, seed=seed,
-                         resume=resume, info=meta, progress=progress)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"{run_dir} exists and is not a folder")
+    with writer_lock(run_dir, "run folder"):  # before the sources are read: a busy run is refused at once
+        info = cohort_info(cohort_dir)
+        geometry = cohort_geometry(cohort_dir, size)
+        ids = _split_ids(cohort_dir, "train", seed)
+        synthetic = cohort_domain(cohort_dir, ids, size)
+        real = real_domain(real_paths, geometry, depth_mm)
+        cfg = StyleConfig.preset(config)
+        if epochs is not None:
+            cfg = replace(cfg, epochs=epochs)
+        meta = {"cohort": str(cohort_dir), "appearance": info.get("appearance", "pseudo"), "split_seed": seed,
+                "real_sources": [str(p) for p in real_paths], "config_name": config,
+                "geometry": {"size": geometry.size, "fov_mm": geometry.fov_mm, "depth_mm": geometry.depth_mm,
+                             "opening_deg": geometry.opening_deg}}
+        res = train_cyclegan(real, synthetic, run_dir, cfg if (not resume or epochs is not None) else None,
+                             seed=seed, resume=resume, info=meta, progress=progress)
     res.pop("history", None)
     print_json(res)
 

@@ -8,7 +8,7 @@ run. Unset (always, outside those tests) it costs one dictionary lookup.
 Stages: ``atomic-rename`` (a file is complete under its temporary name, not yet renamed into place),
 ``cohort-case`` (a heart case is in place), ``correspond-case`` (a case's deformation.npz is
 written), ``train-step`` (an optimiser step is done), ``train-epoch`` (an epoch's checkpoint is
-written).
+written; both in heart and style training).
 """
 
 from __future__ import annotations

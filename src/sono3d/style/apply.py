@@ -19,7 +19,9 @@ import numpy as np
 from sono3d.errors import InputError
 from sono3d.intake import ViewGeometry, intake_echo
 from sono3d.io.atomic import atomic_path
-from sono3d.style.cyclegan import StyleRun, load_style_run, translate
+from sono3d.io.lock import writer_lock
+from sono3d.io.npz import write_npz
+from sono3d.style.cyclegan import DIRECTIONS, StyleRun, load_style_run, translate
 from sono3d.style.data import VIEWS_SUFFIX, read_views_file, views_masks
 
 __all__ = ["translate_views", "apply_path", "run_geometry", "views_transform"]
@@ -64,19 +66,29 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 def apply_path(run_dir: str | os.PathLike[str], inp: str | os.PathLike[str], out: str | os.PathLike[str],
                direction: str = "to-real", depth_mm: float | None = None) -> dict[str, Any]:
-    """Translate ``inp`` into ``out`` (see the module notes). Returns what was written."""
+    """Translate ``inp`` into ``out`` (see the module notes). Returns what was written.
+
+    ``out`` is locked for the whole call (:func:`sono3d.io.lock.writer_lock`); each file is
+    written atomically, after everything is translated.
+    """
+    with writer_lock(out, "output"):
+        return _apply(run_dir, Path(inp), Path(out), direction, depth_mm)
+
+
+def _apply(run_dir: str | os.PathLike[str], src: Path, dst: Path, direction: str, depth_mm: float | None
+           ) -> dict[str, Any]:
+    if direction not in DIRECTIONS:
+        raise InputError(f"--direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    views_in = src.suffix.lower() == VIEWS_SUFFIX
+    if views_in and dst.suffix.lower() != VIEWS_SUFFIX:
+        raise InputError(f"{dst}: a views file translates into a views file (.npz)")
     run = load_style_run(run_dir)
-    src, dst = Path(inp), Path(out)
-    if src.suffix.lower() == VIEWS_SUFFIX:
+    if views_in:
         data = read_views_file(src)
         echo = translate_views(run, data, direction)
-        if dst.suffix.lower() != VIEWS_SUFFIX:
-            raise InputError(f"{dst}: a views file translates into a views file (.npz)")
         arrays = {k: v for k, v in data.items() if k not in ("echo", "style_run", "style_direction")}
-        with atomic_path(dst) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, echo=echo.astype(np.float32), **arrays, style_run=np.array(str(run.path)),
-                                    style_direction=np.array(direction))
+        write_npz(dst, {"echo": echo.astype(np.float32), **arrays, "style_run": np.array(str(run.path)),
+                        "style_direction": np.array(direction)})
         return {"out": str(dst), "kind": "views", "images": int(echo.shape[0] * echo.shape[1]),
                 "direction": direction, "epoch": run.epoch}
     it = intake_echo(src, run_geometry(run), depth_mm=depth_mm)

@@ -28,7 +28,10 @@ Runs are resumable like the heart trainer's: ``RUN_DIR/checkpoint.pt`` (written 
 each epoch; only tensors and plain containers, read with ``torch.load(weights_only=True)``) holds
 the four networks, both optimizers and schedulers, both image buffers, the history, the config and
 what the run was trained on. Every draw depends on ``(seed, epoch)`` only (sample order, crops,
-buffer decisions), so a resumed run ends with the same weights as an uninterrupted one.
+buffer decisions), so a resumed run ends with the same weights as an uninterrupted one. A run
+killed before its first checkpoint resumes from its start with the config and seed that its
+``train_log.json`` (written before the first epoch) recorded. One process trains into a run
+folder at a time (:func:`sono3d.io.lock.writer_lock`).
 """
 
 from __future__ import annotations
@@ -50,12 +53,15 @@ from torch import nn
 
 from sono3d.errors import FileFormatError, InputError
 from sono3d.io.atomic import atomic_path
+from sono3d.io.lock import writer_lock
+from sono3d.io.testing import kill_point
 from sono3d.style.networks import PatchGAN, ResnetGenerator, init_weights
 
 __all__ = ["StyleConfig", "CycleGAN", "ImagePool", "Domain", "train_cyclegan", "check_images", "load_style_run", "StyleRun",
            "translate", "cycle_losses", "CHECKPOINT", "CHECKPOINT_FORMAT", "DIRECTIONS"]
 
 CHECKPOINT = "checkpoint.pt"
+LOG = "train_log.json"
 CHECKPOINT_FORMAT = "sono3d-cyclegan-run-1"
 DIRECTIONS = ("to-real", "to-synthetic")
 
@@ -317,6 +323,13 @@ def train_cyclegan(real: Domain, synthetic: Domain, run_dir: str | os.PathLike[s
     dict with ``run_dir``, ``epochs_done``, ``history`` (per epoch: mean ``gan``, ``cycle``,
     ``identity``, ``d`` losses, ``lr``, ``seconds`` of wall time and ``cpu_seconds`` of this process,
     which a busy machine does not inflate), ``seconds``, ``n_real``, ``n_synthetic``.
+
+    Raises
+    ------
+    InputError
+        Images of different or bad sizes, an empty or one-valued fan, a folder that holds a run
+        (without ``resume``), ``resume`` with nothing to resume or with other images.
+        :class:`~sono3d.errors.BusyError` when another process trains into ``run_dir``.
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"the seed must be a non-negative integer, got {seed}")
@@ -328,27 +341,50 @@ def train_cyclegan(real: Domain, synthetic: Domain, run_dir: str | os.PathLike[s
     for name, dom in (("real", real), ("synthetic", synthetic)):
         check_images(dom, name)
     run = Path(run_dir)
+    if run.exists() and not run.is_dir():
+        raise InputError(f"{run} exists and is not a folder")
+    with writer_lock(run, "run folder"):
+        return _train(real, synthetic, run, config, seed, resume, info, progress, stop_after_epoch)
+
+
+def _started_run(run: Path) -> dict[str, Any] | None:
+    """What the ``train_log.json`` of a run killed before its first checkpoint recorded (else ``None``)."""
+    try:
+        log = json.loads((run / LOG).read_text(encoding="utf-8"))
+        return {k: log[k] for k in ("seed", "size", "config", "data", "info")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _train(real: Domain, synthetic: Domain, run: Path, config: StyleConfig | None, seed: int, resume: bool,
+           info: dict[str, Any] | None, progress: bool, stop_after_epoch: int | None) -> dict[str, Any]:
+    """:func:`train_cyclegan` once the images are checked and the run folder is locked."""
+    size = int(real.images.shape[-1])
     ckpt = run / CHECKPOINT
-    state = None
+    state = record = None
     if ckpt.is_file():
         if not resume:
             raise InputError(f"{run} already holds a style run; use --resume to continue it or another folder")
-        state = _read_checkpoint(ckpt)
+        state = record = _read_checkpoint(ckpt)
+    elif resume:
+        record = _started_run(run)  # killed before its first checkpoint: start again as recorded
+        if record is None:
+            raise InputError(f"{run}: no checkpoint to resume from")
+    if record is not None:
         epochs = config.epochs if config is not None else None
-        config = StyleConfig(**state["config"])
+        try:
+            config = StyleConfig(**record["config"])
+        except TypeError as exc:
+            raise InputError(f"{run}: a style run of another sono3d version ({exc})") from None
         if epochs is not None:
             config = replace(config, epochs=epochs)
-        seed = int(state["seed"])
-        if int(state["size"]) != size:
-            raise InputError(f"{run} was trained on {state['size']}-pixel images, these are {size}")
+        seed = int(record["seed"])
+        if int(record["size"]) != size:
+            raise InputError(f"{run} was trained on {record['size']}-pixel images, these are {size}")
         for name, dom in (("real", real), ("synthetic", synthetic)):
-            if state["data"][name]["fingerprint"] != dom.fingerprint():
+            if record["data"][name]["fingerprint"] != dom.fingerprint():
                 raise InputError(f"the {name} images differ from those {run} was trained on; resume with the same "
                                  "REAL sources and cohort")
-    elif resume:
-        raise InputError(f"{run}: no checkpoint to resume from")
-    elif run.exists() and not run.is_dir():
-        raise InputError(f"{run} exists and is not a folder")
     config = config or StyleConfig.preset("small")
     if config.crop and config.crop > size:
         config = replace(config, crop=0)
@@ -376,11 +412,13 @@ def train_cyclegan(real: Domain, synthetic: Domain, run_dir: str | os.PathLike[s
         pool_y.load(state["pool_y"])
         history = list(state["history"])
         start = int(state["epoch"])
-    else:
-        run.mkdir(parents=True, exist_ok=True)
     data_rec = {n: {"n": int(len(d.images)), "fingerprint": d.fingerprint(), "names": list(d.names[:2000])}
                 for n, d in (("real", real), ("synthetic", synthetic))}
-    info = dict(state["info"]) if state is not None else dict(info or {})
+    info = dict(record["info"]) if record is not None else dict(info or {})
+    if state is None:  # what --resume needs if the run dies before its first checkpoint
+        run.mkdir(parents=True, exist_ok=True)
+        _write_log(run, {"epoch": 0, "seed": int(seed), "size": size, "config": config.to_dict(), "history": [],
+                         "info": info, "data": data_rec})
 
     nx, ny = len(synthetic.images), len(real.images)
     B = config.batch_size
@@ -414,6 +452,7 @@ def train_cyclegan(real: Domain, synthetic: Domain, run_dir: str | os.PathLike[s
             for k in ("gan", "cycle", "identity"):
                 sums[k] += float(losses[k].detach())
             sums["d"] += float(ld.detach())
+            kill_point("train-step")
         lr = float(opt_g.param_groups[0]["lr"])
         sch_g.step()
         sch_d.step()
@@ -427,6 +466,7 @@ def train_cyclegan(real: Domain, synthetic: Domain, run_dir: str | os.PathLike[s
             "pool_x": pool_x.state(), "pool_y": pool_y.state(), "history": history, "data": data_rec,
             "info": info,
         })
+        kill_point("train-epoch")
         if progress:
             print(f"epoch {epoch + 1}/{config.epochs}: gan {rec['gan']:.3f} cycle {rec['cycle']:.3f} "
                   f"identity {rec['identity']:.3f} d {rec['d']:.3f} ({rec['seconds']:.1f} s)", file=sys.stderr,
@@ -441,9 +481,14 @@ def train_cyclegan(real: Domain, synthetic: Domain, run_dir: str | os.PathLike[s
 def _write_checkpoint(run: Path, ckpt: dict[str, Any]) -> None:
     with atomic_path(run / CHECKPOINT) as tmp:
         torch.save(ckpt, tmp)
+    _write_log(run, ckpt)
+
+
+def _write_log(run: Path, ckpt: dict[str, Any]) -> None:
+    """``train_log.json``: the history, config, seed and data fingerprints, human-readable (atomically)."""
     log = {k: ckpt[k] for k in ("epoch", "seed", "size", "config", "history", "info")}
     log["data"] = {k: {"n": v["n"], "fingerprint": v["fingerprint"]} for k, v in ckpt["data"].items()}
-    with atomic_path(run / "train_log.json") as tmp:
+    with atomic_path(run / LOG) as tmp:
         tmp.write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
 
 

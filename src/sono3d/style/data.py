@@ -21,6 +21,7 @@ from scipy import ndimage
 from sono3d.errors import FileFormatError, InputError
 from sono3d.geometry.sector import sector_for_probe, sector_mask
 from sono3d.intake import ViewGeometry, intake_echo
+from sono3d.io.npz import read_npz
 from sono3d.style.cyclegan import Domain
 from sono3d.types import PHASES
 
@@ -32,20 +33,10 @@ VIEWS_SUFFIX = ".npz"
 
 
 def read_views_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """All arrays of a ``views.npz`` (never unpickled), ``echo`` as ``[P, V, H, W]`` float32."""
+    """All arrays of a ``views.npz`` (:func:`sono3d.io.npz.read_npz`: never unpickled), ``echo`` as
+    ``[P, V, H, W]`` float32 in [0, 1] (8-bit and other ranges are scaled)."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such views file")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise FileFormatError(f"{p}: holds pickled objects, which are not read; expected plain arrays "
-                                  "(echo [P, 6, H, W])") from None
-        raise FileFormatError(f"{p}: cannot read views ({' '.join(str(exc).split())[:100]})") from None
-    except Exception as exc:  # noqa: BLE001 - zipfile raises many types on a corrupt file
-        raise FileFormatError(f"{p}: cannot read views ({' '.join(str(exc).split())[:100]})") from None
+    data = read_npz(p, "echo views [P, 6, H, W] or [6, H, W] in an .npz", "views")
     if "echo" not in data:
         raise InputError(f"{p}: no 'echo' array (expected echo views [P, 6, H, W] or [6, H, W])")
     echo = np.asarray(data["echo"])
