@@ -19,6 +19,7 @@ from sono3d.errors import InputError
 from sono3d.heart.cohort import generate_cohort
 from sono3d.style.cyclegan import (CycleGAN, Domain, ImagePool, StyleConfig, cycle_losses, load_style_run,
                                    train_cyclegan, translate)
+from sono3d.style.data import views_masks
 from sono3d.style.gap import domain_gap, roc_auc
 from sono3d.style.networks import PatchGAN, ResnetGenerator, receptive_field
 
@@ -118,6 +119,20 @@ def test_translate_only_inside_the_fan(rng, tmp_path):
         translate(run, np.zeros((1, 64, 64)), np.ones((1, 64, 64), bool))
     with pytest.raises(InputError, match="direction"):
         translate(run, syn.images, syn.masks, "sideways")
+
+
+def test_views_masks_prefer_the_intake_coverage(rng):
+    """A recording may cover less than the target fan: only what holds image data is translated."""
+    echo = rng.random((2, 6, 32, 32)).astype(np.float32)
+    sectors = {"opening_deg": np.full(6, 75.0), "depth_mm": np.full(6, 150.0), "spacing_mm": np.full(6, 5.0)}
+    fans = views_masks({"echo": echo, **sectors})
+    assert fans.shape == echo.shape and 0.2 < fans.mean() < 0.9 and not fans[:, :, 0, 0].any()
+    coverage = fans[0].copy()
+    coverage[:, 20:] = False  # the recording is shallower than the view
+    got = views_masks({"echo": echo, **sectors, "coverage": coverage})
+    assert np.array_equal(got, np.broadcast_to(coverage, echo.shape))
+    filled = views_masks({"echo": echo * fans})  # neither: the non-zero region of each image
+    assert (filled & fans).sum() / (filled | fans).sum() > 0.95
 
 
 def test_gap_separates_different_sets_not_halves(rng):

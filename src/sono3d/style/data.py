@@ -3,7 +3,9 @@
 A views file (``views.npz``: ``echo`` ``[P, 6, H, W]`` or ``[6, H, W]``, and, from the cohort or the
 intake, the sector of each view as ``opening_deg``, ``depth_mm`` and ``spacing_mm`` ``[6]``) gives
 its images and exact fans (apex at the top centre, as every view in the cohort's geometry has).
-Without the sector arrays the fan is the filled non-zero region of each image.
+A views file of the intake (``sono3d heart views``) also holds ``coverage`` ``[6, H, W]``, the pixels
+that hold image data (a recording may show less than the target fan): that wins. Without either the
+fan is the filled non-zero region of each image.
 """
 
 from __future__ import annotations
@@ -62,9 +64,14 @@ def nonzero_fan(image: np.ndarray) -> np.ndarray:
 
 
 def views_masks(data: dict[str, Any]) -> np.ndarray:
-    """Fans ``[P, V, H, W]`` of a views file's ``echo`` (from its sector arrays when present)."""
+    """Fans ``[P, V, H, W]`` of a views file's ``echo``: the intake's ``coverage [V, H, W]`` (the
+    pixels that hold image data, as ``sono3d heart views`` writes it), else the sectors of its
+    ``opening_deg``/``depth_mm``/``spacing_mm``, else each image's non-zero region."""
     echo = data["echo"]
     P, V, H, W = echo.shape
+    cov = data.get("coverage")
+    if cov is not None and np.shape(cov) == (V, H, W):
+        return np.broadcast_to(np.asarray(cov, dtype=bool)[None], echo.shape).copy()
     have = all(k in data and np.asarray(data[k]).shape == (V,) for k in ("opening_deg", "depth_mm", "spacing_mm"))
     out = np.zeros(echo.shape, dtype=bool)
     for v in range(V):
