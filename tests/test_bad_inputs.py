@@ -251,6 +251,8 @@ CASES: list[Case] = [
          lambda i: ("checkpoint.pt", "not a sono3d S2MNet/voxel checkpoint"), lambda i: (i.tmp / "out",)),
     Case(PREDICT, "PNG given as the checkpoint", _predict(run="run_png"),
          lambda i: ("checkpoint.pt", "PNG image"), lambda i: (i.tmp / "out",)),
+    Case(PREDICT, "missing --style run", lambda i: [*_predict()(i), "--style", i.tmp / "nostyle"],
+         lambda i: (str(i.tmp / "nostyle"), "no such style run"), lambda i: (i.tmp / "out",)),
     Case(PREDICT, "existing output kept when the views are bad", _predict("png"), lambda i: (str(i.png),),
          existing=lambda i: (i.tmp / "out",), setup=_existing_predict),
     # heart train
@@ -278,6 +280,11 @@ CASES: list[Case] = [
          lambda i: ["heart", "train", i.cohort, i.tmp / "run", "--config", "tiny", "--no-progress"],
          lambda i: (str(i.tmp / "run"), "already holds a training run", "--resume"),
          existing=lambda i: (i.tmp / "run",), setup=_existing_run),
+    Case(TRAIN, "--style with the pose model",
+         lambda i: ["heart", "train", i.cohort, i.tmp / "r", "--model", "pose", "--style", i.style_run],
+         lambda i: ("--style", "pose"), lambda i: (i.tmp / "r",)),
+    Case(TRAIN, "--style of a heart run", lambda i: ["heart", "train", i.cohort, i.tmp / "r", "--style", i.run],
+         lambda i: ("not a sono3d style",), lambda i: (i.tmp / "r",)),
     # heart cohort
     Case(COHORT, "--n 0", lambda i: ["heart", "cohort", i.tmp / "c", "--n", "0"], lambda i: ("--n",),
          lambda i: (i.tmp / "c",)),
