@@ -18,7 +18,7 @@ Prints a small table, then ONE JSON line::
      "compare": {...same keys...} | null, "ssim_gap": train SSIM fast minus comparison | null}
 
     .venv/bin/python benchmarks/bench_reconstruct.py [--preset fast] [--epochs N] [--compare culled]
-        [--compare-epochs 60] [--skip-compare]
+        [--compare-epochs 60] [--skip-compare] [--device cuda]
 """
 
 from __future__ import annotations
@@ -35,17 +35,19 @@ from sono3d.simulate.sweeps import SweepConfig, simulate_sweep
 from sono3d.sweep.reconstruct import ReconstructConfig, reconstruct_sweep
 
 
-def run_one(backend: str, preset: str, epochs: int | None, frames: int, size: int, seed: int) -> dict:
+def run_one(backend: str, preset: str, epochs: int | None, frames: int, size: int, seed: int,
+            device: str = "cpu") -> dict:
     """Simulate the sweep and reconstruct it with ``backend`` in this process."""
     phantom = build_uterus(seed=seed, mesh=False, spacing_mm=0.5)
     sweep, _ = simulate_sweep(phantom, SweepConfig(frames=frames, size_px=size))
-    cfg = ReconstructConfig.preset(preset, epochs=epochs, backend=backend, seed=seed)
+    cfg = ReconstructConfig.preset(preset, epochs=epochs, backend=backend, seed=seed, device=device)
     before = resource.getrusage(resource.RUSAGE_SELF)
     res = reconstruct_sweep(sweep, cfg, progress=False)
     after = resource.getrusage(resource.RUSAGE_SELF)
     r = res.report
     return {
         "backend": r["backend"],
+        "device": device,
         "seconds": round(r["seconds"], 2),
         "train_seconds": round(r["timings"]["train"], 2),
         # CPU seconds of the reconstruction (all threads): less sensitive to a busy shared machine
@@ -63,7 +65,7 @@ def run_one(backend: str, preset: str, epochs: int | None, frames: int, size: in
 
 def in_child(backend: str, epochs: int | None, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", backend, "--preset", args.preset,
-           "--frames", str(args.frames), "--size", str(args.size), "--seed", str(args.seed)]
+           "--frames", str(args.frames), "--size", str(args.size), "--seed", str(args.seed), "--device", args.device]
     if epochs is not None:
         cmd += ["--epochs", str(epochs)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -81,10 +83,13 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=100)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="where both runs train (cuda: the auto backend is Triton)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(run_one(args.child, args.preset, args.epochs, args.frames, args.size, args.seed)))
+        print(json.dumps(run_one(args.child, args.preset, args.epochs, args.frames, args.size, args.seed,
+                                 args.device)))
         return
     rows = [in_child(args.backend, args.epochs, args)]
     print(f"# {json.dumps(rows[0])}", flush=True)  # progress: the slow comparison comes next
