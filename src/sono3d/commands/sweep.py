@@ -9,7 +9,7 @@ from sono3d.commands._common import command_modules
 sweep_app = typer.Typer(help="Reconstruct a 3D volume from a 2D ultrasound sweep.", no_args_is_help=True)
 
 # Modules that add verbs to the group; each exposes add_commands(sweep_app).
-_PARTS = ("sweep_compound", "sweep_gaussian")
+_PARTS = ("sweep_compound", "sweep_gaussian", "sweep_compare")
 
 
 def register(app: typer.Typer) -> None:

@@ -150,7 +150,8 @@ def reconstruct_to_folder(
         lo, hi = sweep_bounds(result.poses, result.frame_mask)
         vs = cfg.volume_spacing_mm or default_volume_spacing(lo, hi, sweep.spacing_mm)
         affine, shape = grid_for_bounds(lo, hi, vs)
-        volume = sample_volume(result.gaussians, affine, shape, backend=result.report["backend"], cutoff=cfg.cutoff)
+        volume = sample_volume(result.gaussians, affine, shape, backend=result.report["backend"], cutoff=cfg.cutoff,
+                               blended=result.report["config"]["blend"])
         volume.array = np.clip(volume.array, 0.0, None).astype(np.float32)
         files = {
             "gaussians": save_ply(out / "gaussians.ply", result.gaussians,

@@ -32,8 +32,11 @@ import torch
 from tqdm.auto import tqdm
 
 from sono3d.errors import InputError
+from sono3d.sweep.blend import render_blended
+from sono3d.sweep.budget import plan_config
 from sono3d.sweep.density import DensityControl, DensityState, control_step
 from sono3d.sweep.evaluate import frame_metrics, holdout_split, swept_region, volume_metrics
+from sono3d.sweep.gain import GAIN_MODES, FrameGain
 from sono3d.sweep.gaussians import Gaussians
 from sono3d.sweep.initialise import (
     default_gaussians,
@@ -47,12 +50,16 @@ from sono3d.sweep.loss import hybrid_loss
 from sono3d.sweep.poses import POSE_MODES, PoseRefinement, resolve_poses
 from sono3d.sweep.raster import DEFAULT_CUTOFF, choose_backend, render_slices
 from sono3d.sweep.render import render_frames, sample_volume
+from sono3d.sweep.seed import faint_intensity, frame_seeded_model, residual_footprint
+from sono3d.sweep.strategy import Densify, DensifyState, densify_step
 from sono3d.types import Sweep, Volume
 
 __all__ = ["PRESETS", "ReconstructConfig", "ReconstructResult", "reconstruct_sweep", "check_sweep",
            "gaussian_visibility"]
 
-INIT_MODES = ("on-slice", "uniform")
+INIT_MODES = ("on-slice", "uniform", "frames")
+#: FWHM of a Gaussian profile over its standard deviation
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,43 @@ class ReconstructConfig:
     volume_spacing_mm : float or None
         Voxel size of the exported volume (None: the frame's larger pixel spacing, coarsened so
         the volume's longest side has at most 192 voxels).
+
+    Beyond the paper (issue 13; the ``paper``, ``fast``, ``quick`` and ``small`` presets leave them off):
+
+    l2_weight : float
+        Adds ``l2_weight * MSE`` to the loss (0: the paper's loss). L1 is minimised by a median,
+        the squared error (and so PSNR) by a mean; where speckle cannot be predicted the two differ.
+    blend : bool
+        Render weighted means of the intensities instead of their sum (:mod:`sono3d.sweep.blend`).
+    slice_thickness_mm : float
+        FWHM (mm) of the frames' Gaussian elevation profile: every frame integrates the volume over
+        it (:mod:`sono3d.sweep.raster.reference`); 0 is the paper's thin plane.
+    layer_mm : float or None
+        ``init="frames"``: seed layers this far apart along the sweep (None: on every training frame).
+    init_sigma_mm : (float, float) or None
+        ``init="frames"``: initial standard deviations in the frame plane and along its normal (mm).
+    init_fit_iterations : int
+        ``init="frames"``: SIRT iterations fitting the initial intensities (:mod:`sono3d.sweep.seed`).
+    faint_init : bool
+        ``init="on-slice"`` or ``"uniform"``: instead of ``init_intensity``, the intensity that makes
+        the initial rendering average the frames' mean grey level (:func:`sono3d.sweep.seed.faint_intensity`).
+    min_scale_px : float
+        Lower bound of every standard deviation, in pixels of the frame's finer spacing (0: none).
+    gain : ``"none"``, ``"frame"`` or ``"depth"``
+        Per-frame gain compensation (:mod:`sono3d.sweep.gain`).
+    gain_depth_terms : int
+        Depth terms of ``gain="depth"``.
+    lr_gain : float
+        Adam rate of the gain coefficients (natural log of the gain per step).
+    lr_intensity_rel : float
+        If positive, the intensity rate is this times the median ``|I|`` after initialisation
+        (``lr_intensity`` is ignored): a rate in the intensities' own unit.
+    densify : Densify or None
+        Adaptive densification (:mod:`sono3d.sweep.strategy`).
+    auto : bool
+        Read the sweep and choose the fields not named in ``fixed`` (:mod:`sono3d.sweep.budget`).
+    fixed : tuple of str
+        Fields the user set explicitly; ``auto`` leaves them alone.
     """
 
     preset_name: str = "paper"
@@ -148,6 +192,21 @@ class ReconstructConfig:
     cutoff: float = DEFAULT_CUTOFF
     seed: int = 0
     volume_spacing_mm: float | None = None
+    l2_weight: float = 0.0
+    blend: bool = False
+    slice_thickness_mm: float = 0.0
+    layer_mm: float | None = None
+    init_sigma_mm: tuple[float, float] | None = None
+    init_fit_iterations: int = 6
+    faint_init: bool = False
+    min_scale_px: float = 0.0
+    gain: str = "none"
+    gain_depth_terms: int = 3
+    lr_gain: float = 0.01
+    lr_intensity_rel: float = 0.0
+    densify: Densify | None = None
+    auto: bool = False
+    fixed: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.poses not in POSE_MODES:
@@ -170,10 +229,21 @@ class ReconstructConfig:
                     raise InputError(f"learning rate {f.name} must be >= 0, got {v}")
         if not 0.0 <= self.l1_weight <= 1.0:
             raise InputError(f"l1_weight must be in [0, 1], got {self.l1_weight}")
+        if not (math.isfinite(self.l2_weight) and self.l2_weight >= 0):
+            raise InputError(f"l2_weight must be >= 0, got {self.l2_weight}")
         if not (self.cutoff > 0):
             raise InputError(f"cutoff must be positive, got {self.cutoff}")
         if self.pose_basis < 0:
             raise InputError(f"pose basis must be >= 0, got {self.pose_basis}")
+        if not (math.isfinite(self.slice_thickness_mm) and self.slice_thickness_mm >= 0):
+            raise InputError(f"slice thickness must be >= 0 mm, got {self.slice_thickness_mm}")
+        if self.gain not in GAIN_MODES:
+            raise InputError(f"gain must be one of {', '.join(GAIN_MODES)}, got {self.gain!r}")
+        if (self.layer_mm is not None and not self.layer_mm > 0) or self.init_fit_iterations < 0 or self.min_scale_px < 0:
+            raise InputError(f"bad initialisation options: layer_mm={self.layer_mm}, "
+                             f"init_fit_iterations={self.init_fit_iterations}, min_scale_px={self.min_scale_px}")
+        if self.init_sigma_mm is not None and not all(v > 0 for v in self.init_sigma_mm):
+            raise InputError(f"initial standard deviations must be positive, got {self.init_sigma_mm} mm")
 
     @classmethod
     def preset(cls, name: str = "paper", **overrides: Any) -> "ReconstructConfig":
@@ -188,7 +258,16 @@ class ReconstructConfig:
         bad = [k for k in overrides if k not in known]
         if bad:
             raise InputError(f"unknown reconstruction option(s): {', '.join(bad)}")
-        return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        base = PRESETS[name]
+        if base.auto:  # what the user set, the sweep-reading defaults must not change
+            given["fixed"] = tuple(sorted(set(base.fixed) | (set(given) - {"seed", "backend", "device", "fixed"})))
+        return replace(base, **given)
+
+    @property
+    def elevation_sigma_mm(self) -> float:
+        """Standard deviation of the elevation profile (``slice_thickness_mm`` is its FWHM)."""
+        return self.slice_thickness_mm / FWHM_PER_SIGMA
 
     @classmethod
     def from_preset(cls, name: str = "paper", **overrides: Any) -> "ReconstructConfig":
@@ -211,6 +290,7 @@ PRESETS: dict[str, ReconstructConfig] = {
     "fast": ReconstructConfig(preset_name="fast", batch=8, init_log_scale_px=1.6, lr_means_px=0.05),
     "quick": ReconstructConfig(preset_name="quick", batch=8, init_log_scale_px=1.6, lr_means_px=0.05, epochs=40),
     "small": ReconstructConfig(preset_name="small", gaussians_per_slice=40, epochs=20, batch=4),
+    "auto": ReconstructConfig(preset_name="auto", batch=8, init_log_scale_px=1.6, lr_means_px=0.05, auto=True),
 }
 
 
@@ -280,7 +360,7 @@ def _initial_gaussians(cfg: ReconstructConfig, poses: np.ndarray, mask: np.ndarr
 
 
 def gaussian_visibility(model: Gaussians, poses: torch.Tensor, shape: tuple[int, int], mask: torch.Tensor | None,
-                        backend: str, cutoff: float, batch: int = 16) -> torch.Tensor:
+                        backend: str, cutoff: float, batch: int = 16, elevation_sigma: float = 0.0) -> torch.Tensor:
     """Total weight ``sum_p sigmoid(o_g) exp(-d^T Sigma^-1 d / 2)`` of each Gaussian over the pixels of ``poses``.
 
     Computed as the gradient of the summed rendering with respect to the intensities (the
@@ -290,7 +370,7 @@ def gaussian_visibility(model: Gaussians, poses: torch.Tensor, shape: tuple[int,
     for s in range(0, poses.shape[0], batch):
         img = render_slices(model.means.detach(), model.log_scales.detach(), model.quats.detach(),
                             model.opacity_logits.detach(), inten, poses[s:s + batch], shape, backend=backend,
-                            cutoff=cutoff)
+                            cutoff=cutoff, elevation_sigma=elevation_sigma)
         (img if mask is None else img * mask).sum().backward()
     assert inten.grad is not None
     return inten.grad.detach()
@@ -309,7 +389,8 @@ class _Deterministic:
 
 
 def reconstruct_sweep(sweep: Sweep, config: ReconstructConfig | None = None, truth: Volume | None = None,
-                      progress: bool = True, mask: np.ndarray | None = None) -> ReconstructResult:
+                      progress: bool = True, mask: np.ndarray | None = None,
+                      prior_poses: np.ndarray | None = None) -> ReconstructResult:
     """Fit 3D Gaussians to a sweep and evaluate them (the paper's method end to end).
 
     Parameters
@@ -325,6 +406,8 @@ def reconstruct_sweep(sweep: Sweep, config: ReconstructConfig | None = None, tru
     mask : ndarray of bool, shape (H, W), optional
         Pixels the loss and the metrics count (e.g. a PLUS clip rectangle); default: the sweep's
         sector, or every pixel without one.
+    prior_poses : ndarray, shape (N, 4, 4), optional
+        Poses to use instead of resolving ``config.poses`` (e.g. a fan whose span was estimated).
 
     Returns
     -------
@@ -341,13 +424,18 @@ def reconstruct_sweep(sweep: Sweep, config: ReconstructConfig | None = None, tru
     check_sweep(sweep)
     device = _device(cfg.device)
     backend = choose_backend(cfg.backend, cfg.device)
-    prior = resolve_poses(sweep, cfg.poses, cfg.span_deg, cfg.fan_axis, cfg.pivot_offset_mm)
+    prior = (resolve_poses(sweep, cfg.poses, cfg.span_deg, cfg.fan_axis, cfg.pivot_offset_mm)
+             if prior_poses is None else np.asarray(prior_poses, dtype=np.float64))
     train_idx, hold_idx = holdout_split(sweep.n_frames, cfg.holdout)
     shape = sweep.shape
     mask_np = frame_mask(shape, sweep.spacing_mm, sweep.sector) if mask is None else np.asarray(mask, dtype=bool)
     if mask_np.shape != shape or not mask_np.any():
         raise InputError(f"the pixel mask must be a non-empty boolean {shape[0]}x{shape[1]} array")
     use_mask = sweep.sector is not None or mask is not None
+    plan = None
+    if cfg.auto:  # read the sweep and choose the defaults (sono3d.sweep.budget)
+        cfg, plan = plan_config(cfg, sweep, prior, train_idx, mask_np)
+    esig = cfg.elevation_sigma_mm
     px_mm = paper_pixel_mm(shape, sweep.spacing_mm)
     # At least one real pixel: on frames much smaller than 256 pixels the paper's scale is below a
     # pixel, and a Gaussian between pixel centres would be invisible and get no gradient.
@@ -359,11 +447,35 @@ def reconstruct_sweep(sweep: Sweep, config: ReconstructConfig | None = None, tru
     dtype = torch.float32
 
     with _Deterministic():
-        init = _initial_gaussians(cfg, prior[train_idx], mask_np, scale_mm, rng, device)
+        seed_info = None
+        if cfg.init == "frames":
+            sig = cfg.init_sigma_mm or (scale_mm, scale_mm)
+            init, seed_info = frame_seeded_model(prior[train_idx], sweep.frames[train_idx], mask_np,
+                                                 cfg.gaussians_per_slice, cfg.layer_mm, sig, cfg.init_opacity_logit,
+                                                 cfg.init_fit_iterations, backend, cfg.cutoff, esig, rng, dtype,
+                                                 device, blended=cfg.blend)
+        else:
+            init = _initial_gaussians(cfg, prior[train_idx], mask_np, scale_mm, rng, device)
+        init_intensity = cfg.init_intensity
+        if cfg.faint_init and cfg.init != "frames":
+            init_intensity = faint_intensity(
+                init, torch.as_tensor(prior[train_idx], dtype=dtype, device=device),
+                torch.as_tensor(sweep.frames[train_idx], dtype=dtype, device=device),
+                torch.as_tensor(mask_np, dtype=dtype, device=device), backend, cfg.cutoff, esig)
+            init.intensities = torch.full_like(init.intensities, init_intensity)
+            seed_info = {"faint_intensity": init_intensity}
         params = {k: torch.nn.Parameter(v.clone()) for k, v in init.tensors().items()}
+        lr_int = cfg.lr_intensity
+        if cfg.lr_intensity_rel > 0:
+            lr_int = cfg.lr_intensity_rel * max(float(init.intensities.abs().median()), 1e-6)
         rates = {"means": cfg.lr_means_px * px_mm, "log_scales": cfg.lr_log_scales, "quats": cfg.lr_quats,
-                 "opacity_logits": cfg.lr_opacity, "intensities": cfg.lr_intensity}
+                 "opacity_logits": cfg.lr_opacity, "intensities": lr_int}
         groups = [{"params": [params[k]], "lr": rates[k], "name": k} for k in params]
+        min_log_scale = math.log(cfg.min_scale_px * min(sweep.spacing_mm)) if cfg.min_scale_px > 0 else None
+        gain = None
+        if cfg.gain != "none":
+            gain = FrameGain(sweep.n_frames, train_idx, shape[0], cfg.gain, cfg.gain_depth_terms, dtype, device)
+            groups.append({"params": [gain.beta], "lr": cfg.lr_gain, "name": "gain"})
         refine = None
         if cfg.refine_poses and cfg.pose_basis > 0:
             lo, hi = sweep_bounds(prior, mask_np)
@@ -379,14 +491,27 @@ def reconstruct_sweep(sweep: Sweep, config: ReconstructConfig | None = None, tru
         mask_t = torch.as_tensor(mask_np, dtype=dtype, device=device) if use_mask else None
         train_t = torch.as_tensor(train_idx, dtype=torch.long)
         density_state = DensityState.create(len(init), device)
+        densify_state = DensifyState.create(len(init), device)
+        total_steps = cfg.epochs * math.ceil(len(train_idx) / cfg.batch)
+        step = 0
 
         def make_new(means: torch.Tensor) -> dict[str, torch.Tensor]:
             return default_gaussians(means.detach().cpu().numpy(), scale_mm, cfg.init_opacity_logit,
-                                     cfg.init_intensity, dtype=dtype, device=device).tensors()
+                                     init_intensity, dtype=dtype, device=device).tensors()
 
         def poses_of(index: torch.Tensor) -> torch.Tensor:
             base = poses_t[index.to(device)]
             return base if refine is None else refine(index.to(device), base)
+
+        draw = render_blended if cfg.blend else render_slices
+
+        def residual_score(p: dict[str, torch.Tensor]) -> torch.Tensor:
+            """Densification's score: the training frames' mean absolute residual under each Gaussian."""
+            g = Gaussians(**{k: v.detach() for k, v in p.items()})
+            idx = train_t.to(device)
+            gains = None if gain is None else gain.gains(idx).detach()
+            return residual_footprint(g, poses_of(idx).detach(), frames[idx].to(dtype), mask_t, backend, cfg.cutoff,
+                                      esig, cfg.blend, gains)
 
         t_setup = time.perf_counter()
         history: list[dict[str, float]] = []
@@ -401,14 +526,29 @@ def reconstruct_sweep(sweep: Sweep, config: ReconstructConfig | None = None, tru
                 for s in range(0, len(order), cfg.batch):
                     idx = order[s:s + cfg.batch]
                     M = poses_of(idx)
-                    img = render_slices(params["means"], params["log_scales"], params["quats"],
-                                        params["opacity_logits"], params["intensities"], M, shape,
-                                        backend=backend, cutoff=cfg.cutoff)
-                    loss, l1, ssim = hybrid_loss(img, frames[idx.to(device)].to(dtype), mask_t,
-                                                     cfg.l1_weight)
+                    img = draw(params["means"], params["log_scales"], params["quats"], params["opacity_logits"],
+                               params["intensities"], M, shape, backend=backend, cutoff=cfg.cutoff,
+                               elevation_sigma=esig)
+                    if gain is not None:
+                        img = gain(idx.to(device), img)
+                    target = frames[idx.to(device)].to(dtype)
+                    loss, l1, ssim = hybrid_loss(img, target, mask_t, cfg.l1_weight)
+                    if cfg.l2_weight > 0:
+                        sq = (img - target) ** 2 if mask_t is None else (img - target) ** 2 * mask_t
+                        n_px = img.numel() if mask_t is None else float(mask_t.sum()) * img.shape[0]
+                        loss = loss + cfg.l2_weight * sq.sum() / n_px
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
+                    if cfg.densify is not None:
+                        densify_state.accumulate(params["means"].grad)
                     opt.step()
+                    step += 1
+                    if min_log_scale is not None:
+                        with torch.no_grad():
+                            params["log_scales"].clamp_(min=min_log_scale)
+                    if cfg.densify is not None:
+                        params = densify_step(cfg.densify, densify_state, params, opt, step, total_steps, gen,
+                                              residual_score)
                     sums += np.array([loss.item(), l1.item(), ssim.item()]) * len(idx)
                 sums /= len(order)
                 if cfg.density_control:
@@ -431,13 +571,18 @@ def reconstruct_sweep(sweep: Sweep, config: ReconstructConfig | None = None, tru
         unseen = 0
         if cfg.prune_unseen:
             M_train = torch.as_tensor(final_poses[train_idx], dtype=dtype, device=device)
-            vis = gaussian_visibility(model, M_train, shape, mask_t, backend, cfg.cutoff)
+            vis = gaussian_visibility(model, M_train, shape, mask_t, backend, cfg.cutoff, elevation_sigma=esig)
             seen = vis >= 0.01
             unseen = int((~seen).sum())
             if unseen:
                 model = model.select(seen)
         # Frames are grey levels in [0, 1]: the rendering is clipped as every exported image is.
-        rendered = render_frames(model, final_poses, shape, backend=backend, cutoff=cfg.cutoff)
+        rendered = render_frames(model, final_poses, shape, backend=backend, cutoff=cfg.cutoff, elevation_sigma=esig,
+                                 blended=cfg.blend)
+        if gain is not None:
+            with torch.no_grad():
+                g = gain.gains(torch.arange(sweep.n_frames, device=device)).cpu().numpy()
+            rendered *= g[:, :, None].astype(np.float32)
         np.clip(rendered, 0.0, 1.0, out=rendered)  # in place: a large sweep's rendering is not copied
         mmask = mask_np if use_mask else None
         report: dict[str, Any] = {
@@ -473,6 +618,11 @@ def reconstruct_sweep(sweep: Sweep, config: ReconstructConfig | None = None, tru
         "unseen_pruned": unseen,
         "pose_refinement": refine.summary() if refine is not None else None,
         "config": cfg.to_dict(),
+        "slice_thickness_mm": cfg.slice_thickness_mm,
+        "seed": seed_info,
+        "gain": gain.summary() if gain is not None else None,
+        "densify": densify_state.log,
+        "plan": plan,
     })
     return ReconstructResult(
         gaussians=model.to("cpu", torch.float32), poses=final_poses, prior_poses=prior, train_index=train_idx,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from sono3d.errors import InputError
+from sono3d.sweep.blend import render_blended
 from sono3d.sweep.gaussians import Gaussians
 from sono3d.sweep.raster import DEFAULT_CUTOFF, render_slices
 from sono3d.types import Volume
@@ -26,7 +27,8 @@ __all__ = ["render_frames", "grid_for_bounds", "sample_volume", "default_volume_
 
 
 def render_frames(gaussians: Gaussians, image_to_world: np.ndarray | torch.Tensor, shape: tuple[int, int],
-                  backend: str = "reference", cutoff: float | None = DEFAULT_CUTOFF, chunk: int = 8) -> np.ndarray:
+                  backend: str = "reference", cutoff: float | None = DEFAULT_CUTOFF, chunk: int = 8,
+                  elevation_sigma: float = 0.0, blended: bool = False) -> np.ndarray:
     """Render Gaussians on planes, ``chunk`` planes per rasterizer call, without gradients.
 
     Parameters
@@ -35,8 +37,10 @@ def render_frames(gaussians: Gaussians, image_to_world: np.ndarray | torch.Tenso
     image_to_world : array, shape (N, 4, 4)
         Plane poses (pixel ``(col, row, 0, 1)`` to mm).
     shape : (H, W)
-    backend, cutoff
-        As in :func:`~sono3d.sweep.raster.render_slices`.
+    backend, cutoff, elevation_sigma
+        As in :func:`~sono3d.sweep.raster.render_slices` (``elevation_sigma``: slice thickness, mm).
+    blended : bool
+        Weighted means of the intensities instead of their sum (:mod:`sono3d.sweep.blend`).
 
     Returns
     -------
@@ -48,8 +52,10 @@ def render_frames(gaussians: Gaussians, image_to_world: np.ndarray | torch.Tenso
     out = np.zeros((M.shape[0],) + tuple(shape), dtype=np.float32)
     with torch.no_grad():
         for s in range(0, M.shape[0], chunk):
-            img = render_slices(g.means, g.log_scales, g.quats, g.opacity_logits, g.intensities,
-                                M[s:s + chunk], tuple(shape), backend=backend, cutoff=cutoff)
+            draw = render_blended if blended else render_slices
+            img = draw(g.means, g.log_scales, g.quats, g.opacity_logits, g.intensities,
+                       M[s:s + chunk], tuple(shape), backend=backend, cutoff=cutoff,
+                       elevation_sigma=elevation_sigma)
             out[s:s + chunk] = img.detach().cpu().numpy()
     return out
 
@@ -94,7 +100,8 @@ def _slice_poses(affine: np.ndarray, nz: int) -> np.ndarray:
 
 
 def sample_volume(gaussians: Gaussians, affine: np.ndarray, shape: tuple[int, int, int],
-                  backend: str = "reference", cutoff: float | None = DEFAULT_CUTOFF, chunk: int = 4) -> Volume:
+                  backend: str = "reference", cutoff: float | None = DEFAULT_CUTOFF, chunk: int = 4,
+                  blended: bool = False) -> Volume:
     """The Gaussians' intensity field on a voxel grid, as a :class:`~sono3d.types.Volume`.
 
     Parameters
@@ -104,9 +111,12 @@ def sample_volume(gaussians: Gaussians, affine: np.ndarray, shape: tuple[int, in
     shape : (X, Y, Z)
     chunk : int
         k-slices per rasterizer call.
+    blended : bool
+        The blended model's field (:mod:`sono3d.sweep.blend`).
     """
     X, Y, Z = (int(v) for v in shape)
     planes = _slice_poses(affine, Z)
-    img = render_frames(gaussians, planes, (Y, X), backend=backend, cutoff=cutoff, chunk=chunk)  # (Z, Y, X)
+    img = render_frames(gaussians, planes, (Y, X), backend=backend, cutoff=cutoff, chunk=chunk,
+                        blended=blended)  # (Z, Y, X)
     arr = np.ascontiguousarray(img.transpose(2, 1, 0))  # -> [i, j, k]
     return Volume(array=arr, affine=np.asarray(affine, dtype=np.float64), meta={"kind": "gaussians"})

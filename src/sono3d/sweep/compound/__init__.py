@@ -51,6 +51,7 @@ from sono3d.sweep.compound.pipeline import (
     compare_volumes,
     compound_sweep,
     evaluate_holdout,
+    holdout_predictions,
     output_grid,
 )
 from sono3d.sweep.compound.splat import splat_frames
@@ -69,6 +70,7 @@ __all__ = [
     "compound_sweep",
     "evaluate_holdout",
     "fill_holes",
+    "holdout_predictions",
     "holdout_split",
     "output_grid",
     "read_plus_hole_filling",

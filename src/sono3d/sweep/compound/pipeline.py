@@ -26,7 +26,8 @@ from sono3d.sweep.compound.splat import splat_frames
 from sono3d.sweep.evaluate import frame_metrics, holdout_split
 from sono3d.types import Sweep, Volume
 
-__all__ = ["CompoundResult", "clip_mask", "compare_volumes", "compound_sweep", "evaluate_holdout", "output_grid"]
+__all__ = ["CompoundResult", "clip_mask", "compare_volumes", "compound_sweep", "evaluate_holdout", "holdout_predictions",
+           "output_grid"]
 
 _MAX_VOXELS = 400_000_000
 _LPS_AXES = np.diag([-1.0, -1.0, 1.0])
@@ -272,21 +273,25 @@ def compare_volumes(a: Volume, b: Volume, mask_a: np.ndarray | None = None, mask
     return out
 
 
-def evaluate_holdout(sweep: Sweep, k: int = 5, config: CompoundConfig | None = None) -> dict[str, Any]:
-    """Held-out-frame accuracy of compounding: the baseline the Gaussian sweep engine is scored against.
+def holdout_predictions(sweep: Sweep, k: int = 5, config: CompoundConfig | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, CompoundResult]:
+    """Compounding's prediction of the held-out frames of :func:`~sono3d.sweep.evaluate.holdout_split`.
 
-    Compounds the training frames of :func:`~sono3d.sweep.evaluate.holdout_split` (hole filling as
-    in ``config``, on by default) on the grid of the whole sweep, re-slices the volume on the held-out planes
-    (trilinear, :func:`sono3d.simulate.slicing.sample_planes`) and compares with the real
-    held-out frames inside the clip mask.
+    Compounds the training frames (hole filling as in ``config``, on by default) on the grid of the
+    whole sweep and re-slices the volume on the held-out planes (trilinear,
+    :func:`sono3d.simulate.slicing.sample_planes`).
 
     Returns
     -------
-    dict
-        Means over held-out frames of ``l1``, ``l2`` (mean squared error), ``ssim``, ``psnr`` (dB,
-        data range 1) and ``ncc`` (:func:`sono3d.sweep.evaluate.frame_metrics`, the definitions the
-        Gaussian engine reports), ``frames``; ``coverage`` (fraction of masked held-out pixels that
-        fall on filled voxels); ``n_train``, ``n_test``, ``k``; ``seconds`` (compounding).
+    predicted : ndarray, shape (n_test, H, W)
+    covered : ndarray of bool, shape (n_test, H, W)
+        Pixels that fall on filled voxels.
+    test : ndarray of int
+        The held-out frame indices.
+    mask : ndarray of bool, shape (H, W)
+        The clip mask (pixels that count).
+    result : CompoundResult
+        The compounded training frames.
     """
     if k < 2:
         raise InputError(f"hold-out step k must be at least 2, got {k}")
@@ -299,7 +304,26 @@ def evaluate_holdout(sweep: Sweep, k: int = 5, config: CompoundConfig | None = N
     pred = sample_planes(result.volume, M_test, sweep.shape, order=1, mask=mask)
     cover = sample_planes(Volume(result.filled.astype(np.float32), result.volume.affine), M_test, sweep.shape,
                           order=0, mask=mask)
+    return pred, cover > 0.5, test, mask, result
+
+
+def evaluate_holdout(sweep: Sweep, k: int = 5, config: CompoundConfig | None = None) -> dict[str, Any]:
+    """Held-out-frame accuracy of compounding: the baseline the Gaussian sweep engine is scored against.
+
+    Compares :func:`holdout_predictions` (the training frames of
+    :func:`~sono3d.sweep.evaluate.holdout_split` compounded on the grid of the whole sweep, re-sliced
+    on the held-out planes) with the real held-out frames inside the clip mask.
+
+    Returns
+    -------
+    dict
+        Means over held-out frames of ``l1``, ``l2`` (mean squared error), ``ssim``, ``psnr`` (dB,
+        data range 1) and ``ncc`` (:func:`sono3d.sweep.evaluate.frame_metrics`, the definitions the
+        Gaussian engine reports), ``frames``; ``coverage`` (fraction of masked held-out pixels that
+        fall on filled voxels); ``n_train``, ``n_test``, ``k``; ``seconds`` (compounding).
+    """
+    pred, cover, test, mask, result = holdout_predictions(sweep, k, config)
     out: dict[str, Any] = frame_metrics(pred, sweep.frames[test], mask)
-    out.update({"coverage": float(cover[:, mask].mean()), "n_train": int(train.size), "n_test": int(test.size),
-                "k": int(k), "seconds": result.stats["seconds"]})
+    out.update({"coverage": float(cover[:, mask].mean()), "n_train": int(sweep.n_frames - test.size),
+                "n_test": int(test.size), "k": int(k), "seconds": result.stats["seconds"]})
     return out

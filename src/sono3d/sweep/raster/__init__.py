@@ -22,7 +22,8 @@ __all__ = ["BACKENDS", "DEFAULT_CUTOFF", "render_slices", "register_backend", "a
 
 RenderFn = Callable[..., torch.Tensor]
 
-#: name -> callable(means, log_scales, quats, opacity_logits, intensities, image_to_world, shape, cutoff)
+#: name -> callable(means, log_scales, quats, opacity_logits, intensities, image_to_world, shape, cutoff,
+#: elevation_sigma=0.0)
 BACKENDS: dict[str, RenderFn] = {"reference": render_slices_reference}
 
 #: optional backends: name -> module that registers it on import
@@ -76,12 +77,18 @@ def render_slices(
     shape: tuple[int, int],
     backend: str = "reference",
     cutoff: float | None = DEFAULT_CUTOFF,
+    elevation_sigma: float = 0.0,
 ) -> torch.Tensor:
     """Render ``B`` slices ``(B, H, W)`` of Gaussians with the chosen backend.
 
-    See :func:`~sono3d.sweep.raster.reference.render_slices_reference` for the arguments.
+    See :func:`~sono3d.sweep.raster.reference.render_slices_reference` for the arguments;
+    ``elevation_sigma`` (mm) integrates each slice over a Gaussian elevation profile (0: thin plane).
     """
-    return _get(backend)(means, log_scales, quats, opacity_logits, intensities, image_to_world, shape, cutoff)
+    fn = _get(backend)
+    if elevation_sigma:
+        return fn(means, log_scales, quats, opacity_logits, intensities, image_to_world, shape, cutoff,
+                  elevation_sigma=float(elevation_sigma))
+    return fn(means, log_scales, quats, opacity_logits, intensities, image_to_world, shape, cutoff)
 
 
 def choose_backend(name: str, device: str) -> str:

@@ -16,6 +16,14 @@ vanishes). So the Gaussian restricted to the plane is a 2D Gaussian (conic ``a, 
 contribution is ``w exp(-q/2)`` with the per-pair weight ``w = sigmoid(o_g) I_g exp(-delta^2 /
 (2 sigma_n^2))``.
 
+Slice thickness (an elevation profile of standard deviation ``s``, see :mod:`.reference`) replaces
+``Sigma`` by ``Sigma' = Sigma + s^2 n n^T`` for the pair and scales ``w`` by
+``gamma = (1 + s^2 n^T Sigma^-1 n)^(-1/2)``. Everything above holds with ``Sigma'``:
+``sigma_n'^2 = sigma_n^2 + s^2``, ``Sigma' n = Sigma n + s^2 n``, and by Sherman-Morrison
+``A' = A - k A n n^T A`` with ``k = s^2 / (1 + s^2 n^T A n)``, so with ``N = S^-1 R^T n`` (the
+whitened normal, ``|N|^2 = n^T A n``) the conic becomes ``a' = a - k (N.U)^2``,
+``b' = b - k (N.U)(N.V)``, ``c' = c - k (N.V)^2``.
+
 The ``cutoff`` rule of the reference (a contribution is 0 where ``(x-mu)^T A (x-mu) > cutoff^2``)
 becomes ``q <= rad2 = cutoff^2 - delta^2/sigma_n^2`` per pair, so
 
@@ -93,6 +101,7 @@ def slice_pairs(
     image_to_world: torch.Tensor,
     shape: tuple[int, int],
     cutoff: float | None,
+    elevation_sigma: float = 0.0,
 ) -> SlicePairs:
     """Cull (slice, Gaussian) pairs and build their conics; see the module docstring.
 
@@ -105,8 +114,11 @@ def slice_pairs(
     shape : (H, W)
     cutoff : float or None
         Mahalanobis cutoff radius; ``None`` keeps every pair with a full-image footprint.
+    elevation_sigma : float
+        Standard deviation (mm) of the slices' elevation profile (0: thin planes).
     """
-    H, W = check_slice_args(image_to_world, shape, cutoff)
+    H, W = check_slice_args(image_to_world, shape, cutoff, elevation_sigma)
+    t2 = float(elevation_sigma) ** 2
     dev, dt = means.device, means.dtype
     M = image_to_world.to(dt)
     u, v, o = M[:, :3, 0], M[:, :3, 1], M[:, :3, 3]  # (B, 3)
@@ -124,7 +136,7 @@ def slice_pairs(
             delta = n @ means.T - _dot(n, o)[:, None]  # (B, G)
             sigma = covariance(log_scales, quats).reshape(-1, 9)
             sn2 = (n[:, :, None] * n[:, None, :]).reshape(-1, 9) @ sigma.T  # n^T Sigma n, (B, G)
-            bi, gi = torch.nonzero(delta * delta <= (cutoff * cutoff) * sn2, as_tuple=True)
+            bi, gi = torch.nonzero(delta * delta <= (cutoff * cutoff) * (sn2 + t2), as_tuple=True)
 
     # Stage 2 (differentiable, candidate pairs only), in each Gaussian's own frame where
     # A = R S^-2 R^T: plane vectors become U = S^-1 R^T u etc., so a = U.U, b = U.V, c = V.V.
@@ -140,8 +152,17 @@ def slice_pairs(
     e = mu - op
     delta = _dot(np_, e)
     sn2 = _dot(Sn, Sn)
-    mmin2 = delta * delta / sn2
     sig_n = (R @ (Sn * s)[:, :, None])[..., 0]  # Sigma n
+    gamma = None
+    if t2 > 0:  # Sigma' = Sigma + t2 n n^T (see the module docstring)
+        N = local[..., 2] * inv_s  # whitened normal, |N|^2 = n^T Sigma^-1 n
+        nu, nv, nn = _dot(N, U), _dot(N, V), _dot(N, N)
+        k = t2 / (1.0 + t2 * nn)
+        ca, cb, cc = ca - k * nu * nu, cb - k * nu * nv, cc - k * nv * nv
+        gamma = torch.rsqrt(1.0 + t2 * nn)
+        sn2 = sn2 + t2
+        sig_n = sig_n + t2 * np_
+    mmin2 = delta * delta / sn2
     xs = e - (delta / sn2)[:, None] * sig_n  # peak point minus origin, in the plane
     guu, guv, gvv = _dot(up, up), _dot(up, vp), _dot(vp, vp)
     gdet = guu * gvv - guv * guv
@@ -149,6 +170,8 @@ def slice_pairs(
     c0 = (gvv * pu - guv * pv) / gdet
     r0 = (guu * pv - guv * pu) / gdet
     w = torch.sigmoid(opacity_logits[gi]) * intensities[gi] * torch.exp(-0.5 * mmin2)
+    if gamma is not None:
+        w = w * gamma
     params = torch.stack([c0, r0, ca, cb, cc, w], dim=-1)
 
     with torch.no_grad():
@@ -159,7 +182,10 @@ def slice_pairs(
         else:
             rad2 = (cutoff * cutoff - mmin2).clamp_min(0.0)
             # det = a c - b^2 = |U x V|^2 = |u x v|^2 (n^T Sigma n) / (s1 s2 s3)^2, free of cancellation
+            # (with thickness: n^T Sigma' n / det Sigma', det Sigma' = det Sigma / gamma^2)
             det = _dot(normal[bi], normal[bi]) * sn2 * torch.exp(-2.0 * ls.sum(-1))
+            if gamma is not None:
+                det = det * gamma.detach() ** 2
             ext_c = torch.sqrt(rad2 * cc / det) + _BBOX_MARGIN
             ext_r = torch.sqrt(rad2 * ca / det) + _BBOX_MARGIN
             big = float(max(H, W) + 2)
@@ -184,6 +210,7 @@ def render_pairs(
     image_to_world: torch.Tensor,
     shape: tuple[int, int],
     cutoff: float | None,
+    elevation_sigma: float = 0.0,
 ) -> torch.Tensor:
     """Cull, then draw the pairs with ``raster.apply(params, rad2, bbox, slice_index, B, H, W)``.
 
@@ -191,6 +218,7 @@ def render_pairs(
     (``numba`` compiles the same preprocessing, see :mod:`._numba_pairs`).
     Returns ``(B, H, W)`` in the dtype of ``means``.
     """
-    pairs = slice_pairs(means, log_scales, quats, opacity_logits, intensities, image_to_world, shape, cutoff)
+    pairs = slice_pairs(means, log_scales, quats, opacity_logits, intensities, image_to_world, shape, cutoff,
+                        elevation_sigma)
     B, (H, W) = image_to_world.shape[0], shape
     return raster.apply(pairs.params, pairs.rad2, pairs.bbox, pairs.slice_index, int(B), int(H), int(W))

@@ -26,6 +26,21 @@ Hand-derived backward (the paper's appendix A.1, carried through this parametris
 * ``R(q)``: the analytic Jacobian of the rotation matrix in ``(w, x, y, z)``, then the quaternion
   normalisation ``dL/dq~ = (I - q q^T) dL/dq / |q~|`` (appendix A.1.7).
 
+Slice thickness (an elevation profile of standard deviation ``s``, ``t2 = s^2``; see
+:mod:`.reference`): ``Sigma' = Sigma + t2 n n^T`` has the whitening ``L' = P L`` with
+``P = I - (1 - gamma) N^ N^^T``, ``N = L n`` the whitened normal, ``N^ = N / |N|`` and
+``gamma = (1 + t2 |N|^2)^(-1/2)`` (``P^T P = I - (1 - gamma^2) N^ N^^T`` is Sherman-Morrison's
+``Sigma'^-1``), and the pair's weight gains the factor ``gamma``. So the plane vectors are
+projected, ``X' = X - kappa (N.X) N`` for ``X`` in ``U, V, E`` with
+``kappa = (1 - gamma) / |N|^2 = t2 gamma^2 / (1 + gamma)`` (no cancellation), and everything
+above runs on ``U', V', E'``. Backward through the projection, from ``g_X'``:
+``g_X = g_X' - kappa (N.g_X') N``, ``g_N = -kappa sum_X [(N.g_X') X + (N.X) g_X'] + 2 g_s N`` with
+``s = |N|^2``, ``g_kappa = -sum_X (N.X)(N.g_X')``, ``g_gamma = g_w w / gamma``,
+``g_s = (g_kappa dkappa/dgamma + g_gamma) dgamma/ds``, ``dgamma/ds = -t2 gamma^3 / 2``,
+``dkappa/dgamma = t2 gamma (2 + gamma) / (1 + gamma)^2``; then ``N = L n`` adds ``g_N n^T`` to
+``dL/dL`` and ``g_n = L^T g_N``, and ``n = (u x v) / |u x v|`` gives ``g_u += v x g_m``,
+``g_v += g_m x u`` with ``g_m = (g_n - (n.g_n) n) / |u x v|``.
+
 The loops over slices and pairs are compiled with ``parallel=True`` -- numba's parfor lowering
 makes them 2-3x faster than plain ``njit`` even on one thread (measured); :mod:`.numba_cpu` runs
 them on all threads only for batches of at least 20,000 candidates (8 slices of 9,600 Gaussians:
@@ -87,7 +102,7 @@ def gaussian_prep(quats, log_scales, opacity_logits, qn, qnorm, L, sig, smax):
 
 
 @njit(cache=True, inline="always")
-def _is_candidate(means, L, smax, g, u, v, o, n, gi, b, cut2, H, W):
+def _is_candidate(means, L, smax, g, u, v, o, n, gi, b, cut2, t2, H, W):
     e0 = means[g, 0] - o[b, 0]
     e1 = means[g, 1] - o[b, 1]
     e2 = means[g, 2] - o[b, 2]
@@ -99,7 +114,7 @@ def _is_candidate(means, L, smax, g, u, v, o, n, gi, b, cut2, H, W):
         ln = L[g, i, 0] * n[b, 0] + L[g, i, 1] * n[b, 1] + L[g, i, 2] * n[b, 2]
         inv2 = L[g, i, 0] ** 2 + L[g, i, 1] ** 2 + L[g, i, 2] ** 2
         sn2 += ln * ln / (inv2 * inv2)
-    if delta * delta > cut2 * sn2:
+    if delta * delta > cut2 * (sn2 + t2):
         return False
     pu = u[b, 0] * e0 + u[b, 1] * e1 + u[b, 2] * e2
     pv = v[b, 0] * e0 + v[b, 1] * e1 + v[b, 2] * e2
@@ -113,20 +128,20 @@ def _is_candidate(means, L, smax, g, u, v, o, n, gi, b, cut2, H, W):
 
 
 @njit(cache=True, parallel=True)
-def find_candidates(means, L, smax, u, v, o, n, gi, cut2, H, W, counts, cand):
+def find_candidates(means, L, smax, u, v, o, n, gi, cut2, t2, H, W, counts, cand):
     """Per slice ``b``: the candidate Gaussians in ``cand[b, :counts[b]]`` (increasing order)."""
     for b in prange(u.shape[0]):
         k = 0
         for g in range(means.shape[0]):
-            if _is_candidate(means, L, smax, g, u, v, o, n, gi, b, cut2, H, W):
+            if _is_candidate(means, L, smax, g, u, v, o, n, gi, b, cut2, t2, H, W):
                 cand[b, k] = g
                 k += 1
         counts[b] = k
 
 
 @njit(cache=True, inline="always")
-def _pair_forward(means, L, g, u, v, o, b):
-    """``U, V, E`` (whitened plane vectors) and ``a, b, c, det, c0, r0, res, m_min^2``."""
+def _whiten(means, L, g, u, v, o, b):
+    """``U = L u``, ``V = L v``, ``E = L (mu - o)``: the plane in the Gaussian's whitened frame."""
     U = np.empty(3)
     V = np.empty(3)
     E = np.empty(3)
@@ -135,6 +150,34 @@ def _pair_forward(means, L, g, u, v, o, b):
         V[i] = L[g, i, 0] * v[b, 0] + L[g, i, 1] * v[b, 1] + L[g, i, 2] * v[b, 2]
         E[i] = (L[g, i, 0] * (means[g, 0] - o[b, 0]) + L[g, i, 1] * (means[g, 1] - o[b, 1])
                 + L[g, i, 2] * (means[g, 2] - o[b, 2]))
+    return U, V, E
+
+
+@njit(cache=True, inline="always")
+def _thicken(L, g, n, b, t2, U, V, E):
+    """The projected ``U', V', E'``, the whitened normal ``N``, ``kappa`` and ``gamma`` (see the notes)."""
+    N = np.empty(3)
+    for i in range(3):
+        N[i] = L[g, i, 0] * n[b, 0] + L[g, i, 1] * n[b, 1] + L[g, i, 2] * n[b, 2]
+    s = N[0] * N[0] + N[1] * N[1] + N[2] * N[2]
+    gam = 1.0 / math.sqrt(1.0 + t2 * s)
+    kap = t2 * gam * gam / (1.0 + gam)
+    nu = kap * (N[0] * U[0] + N[1] * U[1] + N[2] * U[2])
+    nv = kap * (N[0] * V[0] + N[1] * V[1] + N[2] * V[2])
+    ne = kap * (N[0] * E[0] + N[1] * E[1] + N[2] * E[2])
+    Up = np.empty(3)
+    Vp = np.empty(3)
+    Ep = np.empty(3)
+    for i in range(3):
+        Up[i] = U[i] - nu * N[i]
+        Vp[i] = V[i] - nv * N[i]
+        Ep[i] = E[i] - ne * N[i]
+    return Up, Vp, Ep, N, kap, gam
+
+
+@njit(cache=True, inline="always")
+def _plane_conic(U, V, E):
+    """``a, b, c, det, c0, r0, res, m_min^2`` of whitened plane vectors."""
     a = U[0] * U[0] + U[1] * U[1] + U[2] * U[2]
     bb = U[0] * V[0] + U[1] * V[1] + U[2] * V[2]
     c = V[0] * V[0] + V[1] * V[1] + V[2] * V[2]
@@ -148,11 +191,23 @@ def _pair_forward(means, L, g, u, v, o, b):
     for i in range(3):
         res[i] = E[i] - c0 * U[i] - r0 * V[i]
         m2 += res[i] * res[i]
-    return U, V, E, a, bb, c, det, c0, r0, res, m2
+    return a, bb, c, det, c0, r0, res, m2
+
+
+@njit(cache=True, inline="always")
+def _pair_forward(means, L, g, u, v, o, n, b, t2):
+    """``U, V, E`` (whitened plane vectors, projected for thickness), ``gamma`` and
+    ``a, b, c, det, c0, r0, res, m_min^2``."""
+    U, V, E = _whiten(means, L, g, u, v, o, b)
+    gam = 1.0
+    if t2 > 0.0:
+        U, V, E, N, kap, gam = _thicken(L, g, n, b, t2, U, V, E)
+    a, bb, c, det, c0, r0, res, m2 = _plane_conic(U, V, E)
+    return U, V, E, gam, a, bb, c, det, c0, r0, res, m2
 
 
 @njit(cache=True, parallel=True)
-def fill_pairs(means, L, sig, intensities, u, v, o, cut2, H, W, counts, cand, offsets,
+def fill_pairs(means, L, sig, intensities, u, v, o, n, cut2, t2, H, W, counts, cand, offsets,
                pair_slice, pair_gauss, params, rad2, bbox, valid):
     """Candidates of each slice (from :func:`find_candidates`, written from ``offsets[b]``) with their
     conics, ``rad2`` and footprint."""
@@ -160,7 +215,7 @@ def fill_pairs(means, L, sig, intensities, u, v, o, cut2, H, W, counts, cand, of
         k = offsets[b]
         for i in range(counts[b]):
             g = cand[b, i]
-            U, V, E, a, bb, c, det, c0, r0, res, m2 = _pair_forward(means, L, g, u, v, o, b)
+            U, V, E, gam, a, bb, c, det, c0, r0, res, m2 = _pair_forward(means, L, g, u, v, o, n, b, t2)
             pair_slice[k] = b
             pair_gauss[k] = g
             params[k, 0] = c0
@@ -168,7 +223,7 @@ def fill_pairs(means, L, sig, intensities, u, v, o, cut2, H, W, counts, cand, of
             params[k, 2] = a
             params[k, 3] = bb
             params[k, 4] = c
-            params[k, 5] = sig[g] * intensities[g] * math.exp(-0.5 * m2)
+            params[k, 5] = sig[g] * intensities[g] * gam * math.exp(-0.5 * m2)
             ok = det > 0.0 and math.isfinite(c0) and math.isfinite(r0) and math.isfinite(params[k, 5])
             if math.isinf(cut2):
                 rad2[k] = np.inf
@@ -194,13 +249,19 @@ def fill_pairs(means, L, sig, intensities, u, v, o, cut2, H, W, counts, cand, of
 
 
 @njit(cache=True, parallel=True)
-def pairs_backward(means, L, qn, qnorm, sig, intensities, u, v, o, pair_slice, pair_gauss, gparams,
+def pairs_backward(means, L, qn, qnorm, sig, intensities, u, v, o, n, nlen, t2, pair_slice, pair_gauss, gparams,
                    g_mu, g_ls, g_q, g_ol, g_int, g_u, g_v, g_o):
     """Per pair: gradients of the Gaussian and slice tensors from ``dL/d(c0, r0, a, b, c, w)``."""
     for k in prange(pair_slice.shape[0]):
         b = pair_slice[k]
         g = pair_gauss[k]
-        U, V, E, a, bb, c, det, c0, r0, res, m2 = _pair_forward(means, L, g, u, v, o, b)
+        U0, V0, E0 = _whiten(means, L, g, u, v, o, b)
+        U, V, E, gam = U0, V0, E0, 1.0
+        N = np.zeros(3)
+        kap = 0.0
+        if t2 > 0.0:
+            U, V, E, N, kap, gam = _thicken(L, g, n, b, t2, U0, V0, E0)
+        a, bb, c, det, c0, r0, res, m2 = _plane_conic(U, V, E)
         gc0 = gparams[k, 0]
         gr0 = gparams[k, 1]
         ga = gparams[k, 2]
@@ -208,9 +269,9 @@ def pairs_backward(means, L, qn, qnorm, sig, intensities, u, v, o, pair_slice, p
         gc = gparams[k, 4]
         gw = gparams[k, 5]
         env = math.exp(-0.5 * m2)
-        w = sig[g] * intensities[g] * env
+        w = sig[g] * intensities[g] * gam * env
         g_ol[k] = gw * w * (1.0 - sig[g])
-        g_int[k] = gw * sig[g] * env
+        g_int[k] = gw * sig[g] * gam * env
         gm = -0.5 * gw * w
         # (c0, r0) = A2^-1 h
         lam0 = (c * gc0 - bb * gr0) / det
@@ -225,11 +286,31 @@ def pairs_backward(means, L, qn, qnorm, sig, intensities, u, v, o, pair_slice, p
             gU[i] = lam0 * E[i] + 2.0 * ga * U[i] + gb * V[i] - 2.0 * gm * c0 * res[i]
             gV[i] = lam1 * E[i] + 2.0 * gc * V[i] + gb * U[i] - 2.0 * gm * r0 * res[i]
             gE[i] = lam0 * U[i] + lam1 * V[i] + 2.0 * gm * res[i]
-        # U = L u, V = L v, E = L e
+        gN = np.zeros(3)
+        if t2 > 0.0:  # back through X' = X - kappa (N.X) N (see the module notes)
+            NgU = N[0] * gU[0] + N[1] * gU[1] + N[2] * gU[2]
+            NgV = N[0] * gV[0] + N[1] * gV[1] + N[2] * gV[2]
+            NgE = N[0] * gE[0] + N[1] * gE[1] + N[2] * gE[2]
+            NU = N[0] * U0[0] + N[1] * U0[1] + N[2] * U0[2]
+            NV = N[0] * V0[0] + N[1] * V0[1] + N[2] * V0[2]
+            NE = N[0] * E0[0] + N[1] * E0[1] + N[2] * E0[2]
+            g_kap = -(NU * NgU + NV * NgV + NE * NgE)
+            g_gam = gw * sig[g] * intensities[g] * env
+            dgam_ds = -0.5 * t2 * gam * gam * gam
+            dkap_dgam = t2 * gam * (2.0 + gam) / ((1.0 + gam) * (1.0 + gam))
+            g_s = (g_kap * dkap_dgam + g_gam) * dgam_ds
+            for i in range(3):
+                gN[i] = (-kap * (NgU * U0[i] + NU * gU[i] + NgV * V0[i] + NV * gV[i] + NgE * E0[i] + NE * gE[i])
+                         + 2.0 * g_s * N[i])
+            for i in range(3):
+                gU[i] -= kap * NgU * N[i]
+                gV[i] -= kap * NgV * N[i]
+                gE[i] -= kap * NgE * N[i]
+        # U = L u, V = L v, E = L e (and N = L n)
         gL = np.empty((3, 3))
         for i in range(3):
             for j in range(3):
-                gL[i, j] = gU[i] * u[b, j] + gV[i] * v[b, j] + gE[i] * (means[g, j] - o[b, j])
+                gL[i, j] = gU[i] * u[b, j] + gV[i] * v[b, j] + gE[i] * (means[g, j] - o[b, j]) + gN[i] * n[b, j]
         for j in range(3):
             su = 0.0
             sv = 0.0
@@ -242,6 +323,20 @@ def pairs_backward(means, L, qn, qnorm, sig, intensities, u, v, o, pair_slice, p
             g_v[k, j] = sv
             g_mu[k, j] = se
             g_o[k, j] = -se
+        if t2 > 0.0:  # n = (u x v) / |u x v|
+            gn = np.empty(3)
+            for j in range(3):
+                gn[j] = L[g, 0, j] * gN[0] + L[g, 1, j] * gN[1] + L[g, 2, j] * gN[2]
+            ndg = n[b, 0] * gn[0] + n[b, 1] * gn[1] + n[b, 2] * gn[2]
+            gmv = np.empty(3)
+            for j in range(3):
+                gmv[j] = (gn[j] - ndg * n[b, j]) / nlen[b]
+            g_u[k, 0] += v[b, 1] * gmv[2] - v[b, 2] * gmv[1]
+            g_u[k, 1] += v[b, 2] * gmv[0] - v[b, 0] * gmv[2]
+            g_u[k, 2] += v[b, 0] * gmv[1] - v[b, 1] * gmv[0]
+            g_v[k, 0] += gmv[1] * u[b, 2] - gmv[2] * u[b, 1]
+            g_v[k, 1] += gmv[2] * u[b, 0] - gmv[0] * u[b, 2]
+            g_v[k, 2] += gmv[0] * u[b, 1] - gmv[1] * u[b, 0]
         # L_ij = inv_s_i R_ji
         gR = np.empty((3, 3))
         for i in range(3):

@@ -130,11 +130,12 @@ def render_slices_culled(
     image_to_world: torch.Tensor,
     shape: tuple[int, int],
     cutoff: float | None,
+    elevation_sigma: float = 0.0,
 ) -> torch.Tensor:
     """Render ``(B, H, W)`` slices, culled per plane; arguments as
     :func:`~sono3d.sweep.raster.reference.render_slices_reference`. Any device, any float dtype."""
     return render_pairs(FootprintRaster, means, log_scales, quats, opacity_logits, intensities,
-                        image_to_world, shape, cutoff)
+                        image_to_world, shape, cutoff, elevation_sigma)
 
 
 register_backend("culled", render_slices_culled)

@@ -362,7 +362,8 @@ def _as_np(t: torch.Tensor, dtype) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=dtype)
 
 
-def numba_pairs(means, log_scales, quats, opacity_logits, intensities, image_to_world, shape, cutoff):
+def numba_pairs(means, log_scales, quats, opacity_logits, intensities, image_to_world, shape, cutoff,
+                elevation_sigma=0.0):
     """Culled pairs and their conics from the compiled preprocessing (float64 numpy).
 
     Returns a dict: ``slice``, ``gauss`` (P,) int32, ``params`` (P, 6), ``rad2`` (P,), ``bbox``
@@ -382,7 +383,9 @@ def numba_pairs(means, log_scales, quats, opacity_logits, intensities, image_to_
         _np.gaussian_prep(q, ls, ol, qn, qnorm, L, sig, smax)
     u, v, o = (np.ascontiguousarray(M[:, :3, k]) for k in (0, 1, 3))
     normal = np.cross(u, v)
-    n = normal / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-30)
+    nlen = np.maximum(np.linalg.norm(normal, axis=1), 1e-30)
+    n = np.ascontiguousarray(normal / nlen[:, None])
+    t2 = float(elevation_sigma) ** 2
     guu, guv, gvv = (u * u).sum(1), (u * v).sum(1), (v * v).sum(1)
     gdet = guu * gvv - guv * guv
     gi = np.ascontiguousarray(np.stack([gvv / gdet, -guv / gdet, guu / gdet], axis=1))
@@ -390,7 +393,7 @@ def numba_pairs(means, log_scales, quats, opacity_logits, intensities, image_to_
     counts = np.zeros(B, np.int64)
     cand = np.empty((B, G), np.int32)
     if G:
-        run_threads(_prep_threads(G * B), _np.find_candidates, mu, L, smax, u, v, o, n, gi, cut2, H, W, counts,
+        run_threads(_prep_threads(G * B), _np.find_candidates, mu, L, smax, u, v, o, n, gi, cut2, t2, H, W, counts,
                     cand)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     P = int(offsets[-1])
@@ -399,13 +402,13 @@ def numba_pairs(means, log_scales, quats, opacity_logits, intensities, image_to_
     bbox, valid = np.empty((P, 4), np.int32), np.empty(P, np.bool_)
     if P:
         # a candidate's conic costs about four candidates' culling
-        run_threads(_prep_threads(4 * P), _np.fill_pairs, mu, L, sig, it, u, v, o, cut2, H, W, counts, cand,
-                    offsets, ps, pg, params, rad2, bbox, valid)
+        run_threads(_prep_threads(4 * P), _np.fill_pairs, mu, L, sig, it, u, v, o, n, cut2, t2, H, W, counts,
+                    cand, offsets, ps, pg, params, rad2, bbox, valid)
     keep = np.flatnonzero(valid)
     return {
         "slice": ps[keep], "gauss": pg[keep], "params": params[keep], "rad2": rad2[keep], "bbox": bbox[keep],
         "means": mu, "L": L, "qn": qn, "qnorm": qnorm, "sig": sig, "intensities": it, "u": u, "v": v, "o": o,
-        "G": G, "B": B,
+        "n": n, "nlen": nlen, "t2": t2, "G": G, "B": B,
     }
 
 
@@ -421,7 +424,7 @@ def numba_pairs_backward(pairs: dict, gparams: np.ndarray) -> list[np.ndarray]:
         # a pair's backward chain costs about six candidates' culling
         run_threads(_prep_threads(6 * P), _np.pairs_backward, pairs["means"], pairs["L"], pairs["qn"],
                     pairs["qnorm"], pairs["sig"], pairs["intensities"], pairs["u"], pairs["v"], pairs["o"],
-                    pairs["slice"], pairs["gauss"], np.ascontiguousarray(gparams, np.float64), g_mu, g_ls, g_q,
+                    pairs["n"], pairs["nlen"], pairs["t2"], pairs["slice"], pairs["gauss"], np.ascontiguousarray(gparams, np.float64), g_mu, g_ls, g_q,
                     g_ol[:, 0], g_int[:, 0], g_u, g_v, g_o)
     per_gauss = np.zeros((G, 12))
     _np.scatter_add_rows(per_gauss, pairs["gauss"], np.concatenate([g_mu, g_ls, g_q, g_ol, g_int], axis=1))
@@ -437,12 +440,14 @@ class NumbaRender(torch.autograd.Function):
     pixel level as :class:`.culled.FootprintRaster`, per-pair chain as :mod:`._numba_pairs`."""
 
     @staticmethod
-    def forward(ctx, means, log_scales, quats, opacity_logits, intensities, image_to_world, H, W, cutoff):
+    def forward(ctx, means, log_scales, quats, opacity_logits, intensities, image_to_world, H, W, cutoff,
+                elevation_sigma=0.0):
         for t in (means, image_to_world):
             if t.device.type != "cpu":
                 raise InputError("the 'numba' rasterizer runs on the CPU; use backend 'triton' or 'culled' on a GPU")
         B = int(image_to_world.shape[0])
-        pairs = numba_pairs(means, log_scales, quats, opacity_logits, intensities, image_to_world, (H, W), cutoff)
+        pairs = numba_pairs(means, log_scales, quats, opacity_logits, intensities, image_to_world, (H, W), cutoff,
+                            elevation_sigma)
         p32 = pairs["params"].astype(np.float32)
         r32 = pairs["rad2"].astype(np.float32)
         out = np.zeros((B, H, W), np.float32)
@@ -464,7 +469,7 @@ class NumbaRender(torch.autograd.Function):
             run_threads(threads, _backward, p32, r32, pairs["bbox"], pairs["slice"], _as_np(grad_image, np.float32), gparams)
         grads = numba_pairs_backward(pairs, gparams)
         out = [torch.from_numpy(np.ascontiguousarray(g)).to(dt) for g, dt in zip(grads, ctx.dtypes)]
-        return (*out, None, None, None)
+        return (*out, None, None, None, None)
 
 
 def render_slices_numba(
@@ -476,12 +481,14 @@ def render_slices_numba(
     image_to_world: torch.Tensor,
     shape: tuple[int, int],
     cutoff: float | None,
+    elevation_sigma: float = 0.0,
 ) -> torch.Tensor:
     """Render ``(B, H, W)`` slices on the CPU with the numba kernels; arguments as
     :func:`~sono3d.sweep.raster.reference.render_slices_reference`. Per-pair preprocessing is
     float64, pixel arithmetic float32."""
-    H, W = check_slice_args(image_to_world, shape, cutoff)
-    return NumbaRender.apply(means, log_scales, quats, opacity_logits, intensities, image_to_world, H, W, cutoff)
+    H, W = check_slice_args(image_to_world, shape, cutoff, elevation_sigma)
+    return NumbaRender.apply(means, log_scales, quats, opacity_logits, intensities, image_to_world, H, W, cutoff,
+                             float(elevation_sigma))
 
 
 register_backend("numba", render_slices_numba)

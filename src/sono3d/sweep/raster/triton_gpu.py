@@ -167,11 +167,12 @@ def render_slices_triton(
     image_to_world: torch.Tensor,
     shape: tuple[int, int],
     cutoff: float | None,
+    elevation_sigma: float = 0.0,
 ) -> torch.Tensor:
     """Render ``(B, H, W)`` slices on a CUDA device with Triton kernels (untested on hardware);
     arguments as :func:`~sono3d.sweep.raster.reference.render_slices_reference`."""
     return render_pairs(TritonRaster, means, log_scales, quats, opacity_logits, intensities,
-                        image_to_world, shape, cutoff)
+                        image_to_world, shape, cutoff, elevation_sigma)
 
 
 register_backend("triton", render_slices_triton)
