@@ -80,7 +80,8 @@ def compare_result(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     frames = [{"frame": 2 + 5 * k, "gaussians": {"ssim": 0.9 + 0.01 * k, "l1": 0.01},
                "compounding": {"ssim": 0.85 + 0.01 * k, "l1": 0.02}} for k in range(6)]
-    rep = {"gaussians": _metrics(0.0), "compounding": _metrics(0.05), "holdout": frames}
+    rep = {"gaussians": _metrics(0.0), "compounding": _metrics(0.05), "holdout": [f["frame"] for f in frames],
+           "per_frame": frames}
     (folder / "report.json").write_text(json.dumps(rep))
     _png(folder / "compare.png", 1)
     write_volume(folder / "volume.nii.gz", ellipsoid_volume(32))

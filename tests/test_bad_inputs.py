@@ -34,6 +34,7 @@ from sono3d.heart.training import TrainConfig, train
 from sono3d.io import write_sweep
 from sono3d.phantoms.uterus import build_uterus
 from sono3d.simulate.sweeps import SweepConfig, simulate_sweep
+from sono3d.types import Sweep
 
 from conftest import refused, snapshot
 
@@ -61,6 +62,8 @@ def shared(tmp_path_factory) -> SimpleNamespace:
     s.sweep = write_sweep(root / "sweep.seq.nrrd", sweep)
     one = sweep.subset([0])
     s.one_frame = write_sweep(root / "one.seq.nrrd", one)
+    s.untracked = write_sweep(root / "untracked.seq.nrrd", Sweep(sweep.frames, None, sweep.spacing_mm))
+    s.three_frames = write_sweep(root / "three.seq.nrrd", sweep.subset([0, 1, 2]))
 
     bad = root / "files"
     bad.mkdir()
@@ -212,6 +215,7 @@ COMPOUND = "sweep compound"
 STYLE_TRAIN = "style train"
 STYLE_APPLY = "style apply"
 STYLE_GAP = "style gap"
+COMPARE = "sweep compare"
 
 CASES: list[Case] = [
     # heart predict: the views file
@@ -348,6 +352,24 @@ CASES: list[Case] = [
                                                        "-1"], lambda i: ("--spacing",), lambda i: (i.tmp / "o",)),
     Case(RECONSTRUCT, "--holdout 1", lambda i: ["sweep", "reconstruct", i.sweep, i.tmp / "o", "--holdout", "1"],
          lambda i: ("holdout",), lambda i: (i.tmp / "o",)),
+    # sweep compare
+    Case(COMPARE, "sweep without poses and no --poses fan",
+         lambda i: ["sweep", "compare", i.untracked, i.tmp / "o", "--quiet"],
+         lambda i: (str(i.untracked), "no poses", "--poses fan --span"), lambda i: (i.tmp / "o",)),
+    Case(COMPARE, "--holdout leaving 2 training frames",
+         lambda i: ["sweep", "compare", i.three_frames, i.tmp / "o", "--holdout", "2", "--quiet"],
+         lambda i: ("--holdout 2", "leaves 2 training", "at least 3"), lambda i: (i.tmp / "o",)),
+    Case(COMPARE, "--span auto with tracked poses",
+         lambda i: ["sweep", "compare", i.sweep, i.tmp / "o", "--poses", "tracked", "--span", "auto"],
+         lambda i: ("--span auto", "--poses fan"), lambda i: (i.tmp / "o",)),
+    Case(COMPARE, "--span neither degrees nor auto",
+         lambda i: ["sweep", "compare", i.sweep, i.tmp / "o", "--span", "wide"],
+         lambda i: ("--span", "wide"), lambda i: (i.tmp / "o",)),
+    Case(COMPARE, "missing sweep", lambda i: ["sweep", "compare", i.tmp / "s.seq.nrrd", i.tmp / "o"],
+         lambda i: (str(i.tmp / "s.seq.nrrd"),), lambda i: (i.tmp / "o",)),
+    Case(COMPARE, "existing comparison kept when the sweep is corrupt",
+         lambda i: ["sweep", "compare", i.cut_sweep, i.tmp / "out"], lambda i: (str(i.cut_sweep),),
+         existing=lambda i: (i.tmp / "out" / "report.json",), setup=_existing_predict),
     # sweep compound, render
     Case(COMPOUND, "--spacing 0", lambda i: ["sweep", "compound", i.sweep, i.tmp / "v.nii.gz", "--spacing", "0"],
          lambda i: ("--spacing",), lambda i: (i.tmp / "v.nii.gz",)),

@@ -40,7 +40,7 @@ def _run(*args: str):
     return runner.invoke(app, list(args))
 
 
-@pytest.mark.parametrize("poses", [("--poses", "tracked"), ("--poses", "fan", "--span", "60")])
+@pytest.mark.parametrize("poses", [("--poses", "tracked"), ("--poses", "fan", "--span", "60", "--no-html")])
 def test_compare_writes_both_methods(files, tmp_path, poses):
     out = tmp_path / "cmp"
     res = _run("sweep", "compare", str(files / "sweep.seq.nrrd"), str(out), "--preset", "small", "--epochs", "2",
@@ -55,6 +55,10 @@ def test_compare_writes_both_methods(files, tmp_path, poses):
     assert rep["compounding"]["voxel_mm"] == pytest.approx(0.5)  # the pixel size
     assert (out / "compare.png").stat().st_size > 1000
     assert not list(out.glob("*.tmp*"))
+    assert [f["frame"] for f in rep["per_frame"]] == rep["holdout"]
+    assert all(0 < f[m]["ssim"] <= 1 for f in rep["per_frame"] for m in ("compounding", "gaussians"))
+    # the page of the folder (sono3d report recognises it), unless --no-html
+    assert (out / "report.html").is_file() == ("--no-html" not in poses)
 
 
 def test_compare_bad_input_is_one_line(files, tmp_path):

@@ -154,6 +154,7 @@ BUSY_VERBS = {
     "heart predict": ["heart", "predict", "missing_run", "missing.npz", "OUT"],
     "heart evaluate": ["heart", "evaluate", "missing_run", "missing_cohort", "OUT"],
     "sweep reconstruct": ["sweep", "reconstruct", "missing.seq.nrrd", "OUT", "--quiet"],
+    "sweep compare": ["sweep", "compare", "missing.seq.nrrd", "OUT", "--quiet"],
     "sweep compound": ["sweep", "compound", "missing.seq.nrrd", "OUT.nii.gz"],
     "sweep render": ["sweep", "render", "missing.ply", "missing.seq.nrrd", "OUT.seq.nrrd"],
     "simulate sweep": ["simulate", "sweep", "missing_phantom", "OUT.seq.nrrd"],

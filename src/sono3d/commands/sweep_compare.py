@@ -7,8 +7,10 @@ from typing import Optional
 
 import typer
 
+from sono3d.commands.report import HTML_HELP, write_page
 from sono3d.commands.sweep_gaussian import _spacing
 from sono3d.errors import InputError
+from sono3d.io.lock import writer_lock
 from sono3d.sweep.compare import compare_to_folder
 from sono3d.sweep.reconstruct import ReconstructConfig
 
@@ -28,7 +30,7 @@ def _span(value: Optional[str]) -> tuple[Optional[float], Optional[str]]:
 
 def compare(
     sweep: Path = typer.Argument(..., help="Sweep file (.seq.nrrd, .igs.mha, DICOM, video, image folder)."),
-    out_dir: Path = typer.Argument(..., help="Output folder: report.json and compare.png."),
+    out_dir: Path = typer.Argument(..., help="Output folder: report.json, compare.png and report.html."),
     holdout: int = typer.Option(5, "--holdout", help="Hold out every k-th frame (k >= 2) for both methods."),
     preset: str = typer.Option("auto", "--preset", help="Gaussians' preset: auto (reads the sweep), fast, paper, quick, small."),
     poses: Optional[str] = typer.Option(None, "--poses", help="tracked (from the file) or fan (sensorless prior), for both methods."),
@@ -47,6 +49,7 @@ def compare(
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    html: bool = typer.Option(True, "--html/--no-html", help=HTML_HELP),
 ) -> None:
     """Reconstruct with both methods from the same training frames and score both on the held-out ones."""
     span_deg, span_mode = _span(span)
@@ -60,8 +63,10 @@ def compare(
         preset, poses=poses, span_deg=span_deg, fan_axis=fan_axis, pivot_offset_mm=pivot_offset, holdout=holdout,
         slice_thickness_mm=slice_thickness, epochs=epochs, backend=backend, device=device, seed=seed,
     )
-    rep = compare_to_folder(sweep, out_dir, config, plus_config=plus_config, spacing_mm=_spacing(spacing),
-                            voxel_mm=voxel, span=span_mode, progress=not quiet)
+    with writer_lock(out_dir, "output folder"):  # the page too
+        rep = compare_to_folder(sweep, out_dir, config, plus_config=plus_config, spacing_mm=_spacing(spacing),
+                                voxel_mm=voxel, span=span_mode, progress=not quiet)
+        page = write_page(out_dir) if html else None
     c, g = rep["compounding"], rep["gaussians"]
     typer.echo(f"held out {len(rep['holdout'])} of {rep['frames']['total']} frames "
                f"(every {holdout}-th), poses {rep['poses']}")
@@ -72,6 +77,8 @@ def compare(
     extra = f"; span estimated {rep['span_estimate']['span_deg']:.1f} deg" if "span_estimate" in rep else ""
     typer.echo(f"compounding: {c['voxel_mm']:.3g} mm voxels; Gaussians: {g['gaussians']} "
                f"({g['preset']} preset){extra}; wrote {out_dir}")
+    if page is not None:
+        typer.echo(f"report: {page}")
 
 
 def add_commands(sweep_app: typer.Typer) -> None:

@@ -227,7 +227,7 @@ def _compare_page(res: Result, truth: Path | None, max_voxels: int) -> Page:
     if keys:
         page.table(["method"] + keys, [[name] + [m[k] for k in keys] for name, m in methods.items()],
                    caption="Held-out frames, each method against the recording.")
-    frames = [_flatten(e) for e in rep.get("holdout") or [] if isinstance(e, dict)]
+    frames = [_flatten(e) for e in rep.get("per_frame") or [] if isinstance(e, dict)]
     if frames:
         cols = [k for k in frames[0] if all(_number(f.get(k)) for f in frames)]
         page.section("Per held-out frame")

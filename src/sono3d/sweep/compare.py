@@ -49,9 +49,15 @@ def check_holdout(n_frames: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     idx = np.arange(n_frames)
     n_test = int(np.sum(idx % k == k // 2))
     if n_frames - n_test < MIN_TRAIN_FRAMES or n_test == 0:
-        raise InputError(f"holding out every {k}-th of {n_frames} frames leaves {n_frames - n_test} training and "
-                         f"{n_test} held-out frames; a comparison needs at least {MIN_TRAIN_FRAMES} and 1")
+        raise InputError(f"--holdout {k}: holding out every {k}-th of {n_frames} frames leaves {n_frames - n_test} "
+                         f"training and {n_test} held-out frames; a comparison needs at least {MIN_TRAIN_FRAMES} and 1")
     return holdout_split(n_frames, k)
+
+
+def _frame_record(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, j: int) -> dict[str, float]:
+    """One held-out frame's metrics (``ssim psnr l1 ncc``)."""
+    m = frame_metrics(pred, truth, mask, index=np.array([j]))
+    return {k: m[k] for k in ("ssim", "psnr", "l1", "ncc")}
 
 
 def compound_config_for(sweep: Sweep, poses: np.ndarray, plus_config: Any = None, voxel_mm: float | None = None,
@@ -102,7 +108,8 @@ def compare_sweep(sweep: Sweep, config: ReconstructConfig, plus_config: Any = No
     -------
     dict
         ``compounding`` and ``gaussians`` (``ssim psnr psnr_pooled l1 l2 ncc seconds`` and details),
-        ``holdout`` (frame indices), ``poses``, ``better`` (which method wins each metric), and the
+        ``holdout`` (frame indices), ``per_frame`` (``{"frame", "compounding", "gaussians"}`` per held-out
+        frame, each method's ``ssim psnr l1 ncc``), ``poses``, ``better`` (which method wins each metric), and the
         arrays ``_frames``, ``_compounding``, ``_gaussians`` (held-out recorded and predicted frames)
         and ``_mask`` for :func:`save_compare_png` (not written to JSON).
     """
@@ -138,6 +145,8 @@ def compare_sweep(sweep: Sweep, config: ReconstructConfig, plus_config: Any = No
                       "backend": res.report["backend"], "epochs": res.report["epochs"],
                       "plan": res.report.get("plan"), "config": res.report["config"]},
         "holdout": [int(i) for i in test],
+        "per_frame": [{"frame": int(f), "compounding": _frame_record(pred_c, truth, mask, j),
+                       "gaussians": _frame_record(pred_g, truth, mask, j)} for j, f in enumerate(test)],
         "frames": {"total": sweep.n_frames, "train": int(train.size), "holdout": int(test.size),
                    "shape": list(sweep.shape), "spacing_mm": list(sweep.spacing_mm)},
         "poses": config.poses if prior_poses is None else "given",
@@ -198,8 +207,8 @@ def compare_to_folder(sweep_path: "str | os.PathLike[str]", out_dir: "str | os.P
     """
     sweep = read_sweep(sweep_path, plus_config=plus_config, spacing_mm=spacing_mm)
     if config.poses == "tracked" and sweep.image_to_world is None:
-        raise InputError("the sweep has no poses: give them (a tracked file, a PLUS configuration, poses.npy) "
-                         "or use --poses fan --span DEG (sensorless)")
+        raise InputError(f"{sweep_path}: the sweep has no poses: give them (a tracked file, a PLUS configuration, "
+                         "poses.npy) or use --poses fan --span DEG (sensorless; --span auto estimates it)")
     check_holdout(sweep.n_frames, config.holdout)
     est = None
     if span == "auto":
