@@ -155,6 +155,8 @@ HOW: dict[str, How] = {
     "sweep reconstruct": How({"--preset": "small", "--epochs": "2", "--quiet": None},
                              outputs=lambda a: [f"{a[1]}/{n}" for n in ("gaussians.ply", "volume.nii.gz", "slices.png",
                                                                         "report.json", "report.html")]),
+    "sweep compare": How({"--preset": "small", "--epochs": "2", "--quiet": None},
+                         outputs=lambda a: [f"{a[1]}/{n}" for n in ("report.json", "compare.png", "report.html")]),
     "sweep render": How(outputs=lambda a: [a[2]]),
     "heart cohort": How({"--n": "3", "--size": "64", "--no-progress": None}, outputs=lambda a: [f"{a[0]}/manifest.csv"]),
     "heart show-case": How(outputs=lambda a: [a[2]]),
