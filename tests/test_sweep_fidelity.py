@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from sono3d.io import read_sweep, write_sweep
 from sono3d.phantoms.uterus import build_uterus
 from sono3d.simulate.slicing import sample_planes
 from sono3d.simulate.sweeps import SweepConfig, simulate_sweep
 from sono3d.sweep.budget import plan_config
-from sono3d.sweep.evaluate import holdout_split
+from sono3d.sweep.evaluate import frame_metrics, holdout_split
+from sono3d.sweep.export import reconstruct_to_folder, render_to_sweep
+from sono3d.sweep.gaussians import ply_render_settings
 from sono3d.sweep.initialise import frame_mask
 from sono3d.sweep.poses import canonical_pose
 from sono3d.sweep.seed import fit_intensities, layer_poses, render_batched, seed_gaussians
@@ -148,3 +151,18 @@ def test_auto_preset_reads_the_frame_spacing(uterus_small, frames, regime):
         gap = rec["profile"]["spacing_mm"]
         assert cfg.init == "frames" and cfg.layer_mm is None and cfg.slice_thickness_mm == pytest.approx(gap)
         assert cfg.init_sigma_mm[1] == pytest.approx(0.55 * gap)
+
+
+def test_blended_thick_model_renders_as_trained(tmp_path):
+    """gaussians.ply records blending and slice thickness; ``sweep render`` reproduces the training frames' fit."""
+    P = _linear_sweep(6, 0.5)
+    sweep = Sweep(sample_planes(_blobs(), P, SHAPE).astype(np.float32), P, SPACING)
+    path = write_sweep(tmp_path / "s.seq.nrrd", sweep)
+    cfg = ReconstructConfig.preset("small", init="frames", blend=True, slice_thickness_mm=1.5, gaussians_per_slice=30,
+                                   epochs=2, holdout=0, backend="numba", seed=0)
+    rep = reconstruct_to_folder(path, tmp_path / "r", cfg, progress=False)
+    assert ply_render_settings(tmp_path / "r" / "gaussians.ply") == {
+        "blended": True, "elevation_sigma_mm": pytest.approx(cfg.elevation_sigma_mm)}
+    out = render_to_sweep(tmp_path / "r" / "gaussians.ply", path, tmp_path / "r.seq.nrrd", backend="numba")
+    again = frame_metrics(read_sweep(out).frames, sweep.frames)
+    assert again["l1"] == pytest.approx(rep["train"]["l1"], rel=1e-4)

@@ -25,7 +25,9 @@ def _spacing(value: Optional[float]) -> Optional[tuple[float, float]]:
 def reconstruct(
     sweep: Path = typer.Argument(..., help="Sweep file (.seq.nrrd, .igs.mha, DICOM, video, image folder)."),
     out_dir: Path = typer.Argument(..., help="Output folder: gaussians.ply, volume.nii.gz, slices.png, report.json."),
-    preset: str = typer.Option("fast", "--preset", help="Configuration preset: paper, fast, quick or small."),
+    preset: str = typer.Option("auto", "--preset", help="Configuration preset: auto (reads the sweep: fast for "
+                               "dense sweeps, the frame-seeded blended model for sparse ones), fast, paper, quick "
+                               "or small."),
     poses: Optional[str] = typer.Option(None, "--poses", help="tracked (from the file) or fan (sensorless prior)."),
     span: Optional[float] = typer.Option(None, "--span", help="Fan prior: total sweep angle in degrees (default 120)."),
     fan_axis: Optional[str] = typer.Option(None, "--fan-axis", help="Fan prior: lateral (tilt) or axial (spin)."),

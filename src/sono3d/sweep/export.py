@@ -22,11 +22,11 @@ from sono3d.io import read_sweep, read_volume, write_sweep, write_volume
 from sono3d.io.atomic import atomic_path
 from sono3d.io.lock import writer_lock
 from sono3d.sweep.compound import CompoundConfig, clip_mask
-from sono3d.sweep.gaussians import load_ply, save_ply
+from sono3d.sweep.gaussians import load_ply, ply_render_settings, render_comment, save_ply
 from sono3d.sweep.initialise import sweep_bounds
 from sono3d.sweep.poses import resolve_poses
 from sono3d.sweep.raster import choose_backend
-from sono3d.sweep.reconstruct import PRESETS, check_sweep, reconstruct_sweep
+from sono3d.sweep.reconstruct import FWHM_PER_SIGMA, PRESETS, check_sweep, reconstruct_sweep
 from sono3d.sweep.render import default_volume_spacing, grid_for_bounds, render_frames, sample_volume
 
 __all__ = ["save_slices_png", "write_report", "reconstruct_to_folder", "render_to_sweep"]
@@ -150,12 +150,14 @@ def reconstruct_to_folder(
         lo, hi = sweep_bounds(result.poses, result.frame_mask)
         vs = cfg.volume_spacing_mm or default_volume_spacing(lo, hi, sweep.spacing_mm)
         affine, shape = grid_for_bounds(lo, hi, vs)
+        used = result.report["config"]  # the configuration as run (the auto preset's choices included)
         volume = sample_volume(result.gaussians, affine, shape, backend=result.report["backend"], cutoff=cfg.cutoff,
-                               blended=result.report["config"]["blend"])
+                               blended=used["blend"])
         volume.array = np.clip(volume.array, 0.0, None).astype(np.float32)
         files = {
             "gaussians": save_ply(out / "gaussians.ply", result.gaussians,
-                                  comments=(f"sweep {Path(sweep_path).name}", f"poses {cfg.poses}")),
+                                  comments=(f"sweep {Path(sweep_path).name}", f"poses {cfg.poses}",
+                                            render_comment(used["blend"], used["slice_thickness_mm"] / FWHM_PER_SIGMA))),
             "volume": write_volume(out / "volume.nii.gz", volume),
         }
         held = np.zeros(sweep.n_frames, dtype=bool)
@@ -192,12 +194,15 @@ def render_to_sweep(
     """Render a Gaussians ``.ply`` on the planes of a sweep and write the result as a sweep file.
 
     The output has the input's poses (as resolved by ``poses``), spacing and sector; its frames
-    are the rendering clipped to [0, 1].
+    are the rendering clipped to [0, 1], blended and with the slice thickness the model was trained
+    with when its header records them (:func:`~sono3d.sweep.gaussians.ply_render_settings`).
     """
     model = load_ply(gaussians_path)
+    how = ply_render_settings(gaussians_path)  # blended and thick-slice models render as they were trained
     sweep = read_sweep(sweep_path, plus_config=plus_config, spacing_mm=spacing_mm)
     M = resolve_poses(sweep, poses, span_deg, fan_axis, pivot_offset_mm)
-    frames = render_frames(model, M, sweep.shape, backend=choose_backend(backend, "cpu"))
+    frames = render_frames(model, M, sweep.shape, backend=choose_backend(backend, "cpu"),
+                           elevation_sigma=float(how["elevation_sigma_mm"]), blended=bool(how["blended"]))
     meta = {**sweep.meta, "rendered_from": str(gaussians_path), "poses": poses}
     out = replace(sweep, frames=np.clip(frames, 0.0, 1.0), image_to_world=M, meta=meta)
     return write_sweep(out_path, out)

@@ -19,7 +19,8 @@ import torch
 from sono3d.errors import FileFormatError, InputError
 from sono3d.io.atomic import atomic_path
 
-__all__ = ["Gaussians", "quat_to_rotmat", "covariance", "inverse_covariance", "save_ply", "load_ply", "PLY_FIELDS"]
+__all__ = ["Gaussians", "quat_to_rotmat", "covariance", "inverse_covariance", "save_ply", "load_ply", "PLY_FIELDS",
+           "render_comment", "ply_render_settings"]
 
 
 @dataclass
@@ -158,6 +159,38 @@ def save_ply(path: "str | os.PathLike[str]", gaussians: Gaussians, comments: tup
         fh.write(("\n".join(header) + "\n").encode("ascii"))
         fh.write(np.ascontiguousarray(table).tobytes())
     return dest
+
+
+#: header comment word of the rendering settings a model was trained with (see :func:`render_comment`)
+_RENDER_WORD = "render"
+
+
+def render_comment(blended: bool, elevation_sigma_mm: float) -> str:
+    """The ``.ply`` comment recording how a model renders: blended (normalised) or additive, and the
+    elevation profile's standard deviation (mm) it was trained with (:func:`ply_render_settings`)."""
+    return f"{_RENDER_WORD} blended={int(bool(blended))} elevation_sigma_mm={float(elevation_sigma_mm):.9g}"
+
+
+def ply_render_settings(path: "str | os.PathLike[str]") -> dict[str, float | bool]:
+    """``{"blended", "elevation_sigma_mm"}`` from a ``.ply`` header's :func:`render_comment`
+    (additive thin planes when it has none, as the paper's model renders)."""
+    settings: dict[str, float | bool] = {"blended": False, "elevation_sigma_mm": 0.0}
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    end = head.find(b"end_header")
+    for line in head[:end if end >= 0 else len(head)].decode("ascii", errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "comment" and parts[1] == _RENDER_WORD:
+            for item in parts[2:]:
+                key, _, value = item.partition("=")
+                try:
+                    if key == "blended":
+                        settings["blended"] = bool(int(value))
+                    elif key == "elevation_sigma_mm":
+                        settings["elevation_sigma_mm"] = max(float(value), 0.0)
+                except ValueError:
+                    raise FileFormatError(f"{path}: bad render comment {line!r}") from None
+    return settings
 
 
 def load_ply(path: "str | os.PathLike[str]", dtype: torch.dtype = torch.float32) -> Gaussians:
