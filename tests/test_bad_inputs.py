@@ -352,6 +352,12 @@ CASES: list[Case] = [
                                                        "-1"], lambda i: ("--spacing",), lambda i: (i.tmp / "o",)),
     Case(RECONSTRUCT, "--holdout 1", lambda i: ["sweep", "reconstruct", i.sweep, i.tmp / "o", "--holdout", "1"],
          lambda i: ("holdout",), lambda i: (i.tmp / "o",)),
+    Case(RECONSTRUCT, "--span auto with tracked poses",
+         lambda i: ["sweep", "reconstruct", i.sweep, i.tmp / "o", "--poses", "tracked", "--span", "auto"],
+         lambda i: ("--span auto", "--poses fan"), lambda i: (i.tmp / "o",)),
+    Case(RECONSTRUCT, "--span auto on frames without correlated speckle",
+         lambda i: ["sweep", "reconstruct", i.untracked, i.tmp / "o", "--span", "auto", "--quiet"],
+         lambda i: ("--span",), lambda i: (i.tmp / "o",)),
     # sweep compare
     Case(COMPARE, "sweep without poses and no --poses fan",
          lambda i: ["sweep", "compare", i.untracked, i.tmp / "o", "--quiet"],

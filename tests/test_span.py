@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from sono3d.cli import app
 from sono3d.errors import InputError
+from sono3d.io import write_sweep
 from sono3d.simulate.slicing import sample_planes
 from sono3d.simulate.speckle import speckle_volume
 from sono3d.sweep.poses import fan_prior_poses
@@ -43,3 +48,17 @@ def test_independent_speckle_is_refused():
         estimate_span(Sweep(frames, None, SPACING))
     with pytest.raises(InputError, match="at least 3 frames"):
         estimate_span(Sweep(frames[:2], None, SPACING))
+
+
+def test_reconstruct_span_auto_from_the_cli(speckle, tmp_path):
+    """``sweep reconstruct --span auto`` on an untracked fan: the estimate is used and recorded."""
+    P = fan_prior_poses(24, SHAPE, SPACING, 60.0, "lateral", 0.0)
+    path = write_sweep(tmp_path / "fan.seq.nrrd", Sweep(sample_planes(speckle, P, SHAPE), None, SPACING))
+    out = tmp_path / "r"
+    res = CliRunner().invoke(app, ["sweep", "reconstruct", str(path), str(out), "--span", "auto", "--preset", "small",
+                                   "--epochs", "1", "--quiet", "--no-html"])
+    assert res.exit_code == 0, res.output
+    assert "span estimated" in res.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["span_estimate"]["span_deg"] == pytest.approx(60.0, rel=0.10)
+    assert rep["config"]["poses"] == "fan" and rep["config"]["span_deg"] == rep["span_estimate"]["span_deg"]

@@ -150,7 +150,7 @@ def test_auto_preset_reads_the_frame_spacing(uterus_small, frames, regime):
     else:
         gap = rec["profile"]["spacing_mm"]
         assert cfg.init == "frames" and cfg.layer_mm is None and cfg.slice_thickness_mm == pytest.approx(gap)
-        assert cfg.init_sigma_mm[1] == pytest.approx(0.55 * gap)
+        assert cfg.init_sigma_mm[1] == pytest.approx(gap) and cfg.min_scale_elev_mm == pytest.approx(gap)
 
 
 def test_blended_thick_model_renders_as_trained(tmp_path):

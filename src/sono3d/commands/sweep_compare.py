@@ -8,24 +8,11 @@ from typing import Optional
 import typer
 
 from sono3d.commands.report import HTML_HELP, write_page
-from sono3d.commands.sweep_gaussian import _spacing
+from sono3d.commands.sweep_gaussian import _spacing, span_option
 from sono3d.errors import InputError
 from sono3d.io.lock import writer_lock
 from sono3d.sweep.compare import compare_to_folder
 from sono3d.sweep.reconstruct import ReconstructConfig
-
-
-def _span(value: Optional[str]) -> tuple[Optional[float], Optional[str]]:
-    """``--span``: degrees, or ``auto`` (estimated from the frames)."""
-    if value is None:
-        return None, None
-    if value.strip().lower() == "auto":
-        return None, "auto"
-    try:
-        deg = float(value)
-    except ValueError:
-        raise InputError(f"--span must be a number of degrees or 'auto', got {value!r}") from None
-    return deg, None
 
 
 def compare(
@@ -52,11 +39,7 @@ def compare(
     html: bool = typer.Option(True, "--html/--no-html", help=HTML_HELP),
 ) -> None:
     """Reconstruct with both methods from the same training frames and score both on the held-out ones."""
-    span_deg, span_mode = _span(span)
-    if span_mode == "auto" and poses not in (None, "fan"):
-        raise InputError("--span auto estimates a fan: use it with --poses fan")
-    if span_mode == "auto":
-        poses = "fan"
+    span_deg, span_mode, poses = span_option(span, poses)
     if slice_thickness is not None and not slice_thickness >= 0:
         raise InputError(f"--slice-thickness must be >= 0 mm, got {slice_thickness}")
     config = ReconstructConfig.preset(

@@ -22,6 +22,22 @@ def _spacing(value: Optional[float]) -> Optional[tuple[float, float]]:
     return (float(value), float(value))
 
 
+def span_option(value: Optional[str], poses: Optional[str]) -> tuple[Optional[float], Optional[str], Optional[str]]:
+    """``--span``: degrees, or ``auto`` (estimated from the frames, on the fan prior); returns the
+    degrees, the mode (``"auto"`` or None) and the pose mode it implies."""
+    if value is None:
+        return None, None, poses
+    if value.strip().lower() == "auto":
+        if poses not in (None, "fan"):
+            raise InputError(f"--span auto estimates a fan: use it with --poses fan, not --poses {poses}")
+        return None, "auto", "fan"
+    try:
+        deg = float(value)
+    except ValueError:
+        raise InputError(f"--span must be a number of degrees or 'auto', got {value!r}") from None
+    return deg, None, poses
+
+
 def reconstruct(
     sweep: Path = typer.Argument(..., help="Sweep file (.seq.nrrd, .igs.mha, DICOM, video, image folder)."),
     out_dir: Path = typer.Argument(..., help="Output folder: gaussians.ply, volume.nii.gz, slices.png, report.json."),
@@ -29,7 +45,8 @@ def reconstruct(
                                "dense sweeps, the frame-seeded blended model for sparse ones), fast, paper, quick "
                                "or small."),
     poses: Optional[str] = typer.Option(None, "--poses", help="tracked (from the file) or fan (sensorless prior)."),
-    span: Optional[float] = typer.Option(None, "--span", help="Fan prior: total sweep angle in degrees (default 120)."),
+    span: Optional[str] = typer.Option(None, "--span", help="Fan prior: total sweep angle in degrees (default 120), "
+                                       "or 'auto' to estimate it (and the pivot offset) from the frames."),
     fan_axis: Optional[str] = typer.Option(None, "--fan-axis", help="Fan prior: lateral (tilt) or axial (spin)."),
     pivot_offset: Optional[float] = typer.Option(None, "--pivot-offset",
                                                  help="Fan prior: pivot distance above the probe face, mm."),
@@ -53,14 +70,15 @@ def reconstruct(
     html: bool = typer.Option(True, "--html/--no-html", help=HTML_HELP),
 ) -> None:
     """Reconstruct a 3D volume from a sweep with 3D Gaussians (slices to structures)."""
+    span_deg, span_mode, poses = span_option(span, poses)
     config = ReconstructConfig.preset(
-        preset, poses=poses, span_deg=span, fan_axis=fan_axis, pivot_offset_mm=pivot_offset,
+        preset, poses=poses, span_deg=span_deg, fan_axis=fan_axis, pivot_offset_mm=pivot_offset,
         gaussians_per_slice=gaussians_per_slice, init=init, epochs=epochs, batch=batch, holdout=holdout,
         density_control=density_control, refine_poses=refine_poses, backend=backend, device=device, seed=seed,
     )
     with writer_lock(out_dir, "output folder"):  # the page too
         report = reconstruct_to_folder(sweep, out_dir, config, truth_path=truth, plus_config=plus_config,
-                                       spacing_mm=_spacing(spacing), progress=not quiet)
+                                       spacing_mm=_spacing(spacing), progress=not quiet, span=span_mode)
         page = write_page(out_dir, truth=truth) if html else None
     tr, ho = report["train"], report["holdout"]
 
@@ -73,6 +91,9 @@ def reconstruct(
     if "volume" in report:
         v = report["volume"]
         typer.echo(f"volume: psnr={v['psnr']:.4g} ncc={v['ncc']:.4g} dice={v['dice']:.4g}")
+    if "span_estimate" in report:
+        est = report["span_estimate"]
+        typer.echo(f"span estimated {est['span_deg']:.1f} deg, pivot offset {est['pivot_offset_mm']:.1f} mm")
     typer.echo(f"{report['gaussians']} Gaussians, {report['epochs']} epochs, {report['seconds']:.1f} s "
                f"({report['backend']}); wrote {out_dir}")
     if page is not None:

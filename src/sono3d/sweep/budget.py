@@ -23,10 +23,10 @@ standard deviation (``exp(1.6)`` paper pixels):
 * ``sparse`` (wider gaps: the PLUS spine sweep, the phantom at 25 frames): the blended (normalised)
   model seeded on the training frames (:mod:`sono3d.sweep.seed`, intensities fitted by SIRT), its
   in-plane grid as fine as the speckle (``detail_mm``, at least 2 pixels, at most
-  :data:`MAX_PER_FRAME` per frame), its standard deviation along the frame's normal about half the
-  median gap, slices as thick as the median gap, :data:`SPARSE_EPOCHS` epochs of batches of 2, an
-  intensity rate of 5 % of the fitted intensities' median per step (they start fitted), no standard
-  deviation under a pixel.
+  :data:`MAX_PER_FRAME` per frame), its standard deviation along the frame's normal the median gap
+  and never less, slices as thick as the median gap, :data:`SPARSE_EPOCHS` epochs of batches of 2,
+  an intensity rate of 5 % of the fitted intensities' median per step (they start fitted), an L2 term
+  (:data:`L2_WEIGHT`) beside the L1 + SSIM loss, no standard deviation under a pixel.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ from sono3d.sweep.seed import elevation_positions
 from sono3d.sweep.span import highpass, lateral_correlation
 from sono3d.types import Sweep
 
-__all__ = ["profile", "plan_config", "elevational_correlation", "BRIDGE", "SPARSE_EPOCHS", "MAX_PER_FRAME"]
+__all__ = ["profile", "plan_config", "elevational_correlation", "BRIDGE", "SPARSE_EPOCHS", "MAX_PER_FRAME",
+           "L2_WEIGHT"]
 
 #: a sweep is "bridged" when its widest gap between training frames is at most this many of the
 #: fast preset's initial standard deviations (gap over that deviation: dense ultranerf 0.3, phantom at
@@ -53,6 +54,8 @@ BRIDGE = 2.0
 SPARSE_EPOCHS = 15
 #: most Gaussians seeded per training frame by the sparse recipe (compute)
 MAX_PER_FRAME = 8000
+#: weight of the L2 term the sparse recipe adds to the loss (held-out PSNR is an L2 score)
+L2_WEIGHT = 2.0
 
 
 def elevational_correlation(frames: np.ndarray, poses: np.ndarray, mask: np.ndarray, max_step: int = 3,
@@ -170,16 +173,17 @@ def plan_config(config: Any, sweep: Sweep, poses: np.ndarray, train_index: np.nd
         chosen: dict[str, Any] = {}
     else:
         # gaps wider than the Gaussians: the blended model on the training frames, fitted by SIRT,
-        # its in-plane grid as fine as the speckle, its profile along the sweep about half a gap
+        # its in-plane grid as fine as the speckle, its profile along the sweep a median gap wide and
+        # kept so (a held-out frame between two training frames is reached from both)
         regime = "sparse"
         pitch = max(prof["detail_mm"], 2.0 * prof["pixel_mm"])
         per_frame = int(np.clip(prof["area_mm2"] / pitch**2, 64, MAX_PER_FRAME))
         pitch = math.sqrt(prof["area_mm2"] / per_frame)
         chosen = {
             "init": "frames", "blend": True, "layer_mm": None, "gaussians_per_slice": per_frame,
-            "init_sigma_mm": (0.72 * pitch, 0.55 * prof["spacing_mm"]), "batch": 2 if n >= 4 else 1,
-            "epochs": SPARSE_EPOCHS, "lr_intensity_rel": 0.05, "min_scale_px": 1.0,
-            "slice_thickness_mm": prof["spacing_mm"],
+            "init_sigma_mm": (0.72 * pitch, prof["spacing_mm"]), "min_scale_elev_mm": prof["spacing_mm"],
+            "batch": 2 if n >= 4 else 1, "epochs": SPARSE_EPOCHS, "lr_intensity_rel": 0.05, "min_scale_px": 1.0,
+            "slice_thickness_mm": prof["spacing_mm"], "l2_weight": L2_WEIGHT,
         }
     keep = set(config.fixed)
     changes = {k: v for k, v in chosen.items() if k not in keep}

@@ -31,7 +31,7 @@ from sono3d.sweep.evaluate import frame_metrics, holdout_split
 from sono3d.sweep.export import write_report
 from sono3d.sweep.poses import resolve_poses
 from sono3d.sweep.reconstruct import ReconstructConfig, reconstruct_sweep
-from sono3d.sweep.span import estimate_span
+from sono3d.sweep.span import with_estimated_span
 from sono3d.types import Sweep
 
 __all__ = ["MIN_TRAIN_FRAMES", "compare_sweep", "compound_config_for", "check_holdout", "save_compare_png",
@@ -212,8 +212,7 @@ def compare_to_folder(sweep_path: "str | os.PathLike[str]", out_dir: "str | os.P
     check_holdout(sweep.n_frames, config.holdout)
     est = None
     if span == "auto":
-        est = estimate_span(sweep, config.fan_axis)
-        config = replace(config, span_deg=est["span_deg"], pivot_offset_mm=est["pivot_offset_mm"])
+        config, est = with_estimated_span(sweep, config)
     report = compare_sweep(sweep, config, plus_config=plus_config, voxel_mm=voxel_mm, progress=progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from sono3d.sweep.poses import resolve_poses
 from sono3d.sweep.raster import choose_backend
 from sono3d.sweep.reconstruct import FWHM_PER_SIGMA, PRESETS, check_sweep, reconstruct_sweep
 from sono3d.sweep.render import default_volume_spacing, grid_for_bounds, render_frames, sample_volume
+from sono3d.sweep.span import with_estimated_span
 
 __all__ = ["save_slices_png", "write_report", "reconstruct_to_folder", "render_to_sweep"]
 
@@ -106,6 +107,7 @@ def reconstruct_to_folder(
     plus_config: str | os.PathLike[str] | None = None,
     spacing_mm: tuple[float, float] | None = None,
     progress: bool = True,
+    span: str | None = None,
 ) -> dict[str, Any]:
     """Read a sweep, reconstruct it and write ``gaussians.ply``, ``volume.nii.gz``, ``slices.png``, ``report.json``.
 
@@ -125,6 +127,9 @@ def reconstruct_to_folder(
         pixels the loss and the metrics count.
     spacing_mm : (dy, dx), optional
         Pixel spacing for files that store none.
+    span : ``"auto"``, optional
+        Sensorless: the fan prior with its span and pivot offset estimated from the frames
+        (:func:`sono3d.sweep.span.with_estimated_span`; recorded as ``span_estimate``).
 
     Returns
     -------
@@ -138,6 +143,9 @@ def reconstruct_to_folder(
             check_sweep(sweep)  # before the truth is read and the training set up, naming the file
         except InputError as exc:
             raise InputError(f"{sweep_path}: {exc}") from None
+        est = None
+        if span == "auto":
+            cfg, est = with_estimated_span(sweep, cfg)
         truth = read_volume(truth_path) if truth_path is not None else None
         mask = None
         if plus_config is not None:
@@ -175,6 +183,8 @@ def reconstruct_to_folder(
                            "spacing_mm": list(sweep.spacing_mm)}
         if truth_path is not None:
             report["truth"] = os.fspath(truth_path)
+        if est is not None:
+            report["span_estimate"] = est
         write_report(out / "report.json", report)
         return report
 

@@ -143,6 +143,9 @@ class ReconstructConfig:
         the initial rendering average the frames' mean grey level (:func:`sono3d.sweep.seed.faint_intensity`).
     min_scale_px : float
         Lower bound of every standard deviation, in pixels of the frame's finer spacing (0: none).
+    min_scale_elev_mm : float
+        Lower bound of the third standard deviation (mm; 0: none): for ``init="frames"`` the one along
+        the seeded frame's normal, so that a Gaussian keeps reaching the neighbouring frames' gaps.
     gain : ``"none"``, ``"frame"`` or ``"depth"``
         Per-frame gain compensation (:mod:`sono3d.sweep.gain`).
     gain_depth_terms : int
@@ -200,6 +203,7 @@ class ReconstructConfig:
     init_fit_iterations: int = 6
     faint_init: bool = False
     min_scale_px: float = 0.0
+    min_scale_elev_mm: float = 0.0
     gain: str = "none"
     gain_depth_terms: int = 3
     lr_gain: float = 0.01
@@ -239,9 +243,11 @@ class ReconstructConfig:
             raise InputError(f"slice thickness must be >= 0 mm, got {self.slice_thickness_mm}")
         if self.gain not in GAIN_MODES:
             raise InputError(f"gain must be one of {', '.join(GAIN_MODES)}, got {self.gain!r}")
-        if (self.layer_mm is not None and not self.layer_mm > 0) or self.init_fit_iterations < 0 or self.min_scale_px < 0:
+        if ((self.layer_mm is not None and not self.layer_mm > 0) or self.init_fit_iterations < 0 or self.min_scale_px < 0
+                or not self.min_scale_elev_mm >= 0):
             raise InputError(f"bad initialisation options: layer_mm={self.layer_mm}, "
-                             f"init_fit_iterations={self.init_fit_iterations}, min_scale_px={self.min_scale_px}")
+                             f"init_fit_iterations={self.init_fit_iterations}, min_scale_px={self.min_scale_px}, "
+                             f"min_scale_elev_mm={self.min_scale_elev_mm}")
         if self.init_sigma_mm is not None and not all(v > 0 for v in self.init_sigma_mm):
             raise InputError(f"initial standard deviations must be positive, got {self.init_sigma_mm} mm")
 
@@ -471,7 +477,9 @@ def reconstruct_sweep(sweep: Sweep, config: ReconstructConfig | None = None, tru
         rates = {"means": cfg.lr_means_px * px_mm, "log_scales": cfg.lr_log_scales, "quats": cfg.lr_quats,
                  "opacity_logits": cfg.lr_opacity, "intensities": lr_int}
         groups = [{"params": [params[k]], "lr": rates[k], "name": k} for k in params]
-        min_log_scale = math.log(cfg.min_scale_px * min(sweep.spacing_mm)) if cfg.min_scale_px > 0 else None
+        floor_px = cfg.min_scale_px * min(sweep.spacing_mm)
+        floor = (floor_px, floor_px, max(floor_px, cfg.min_scale_elev_mm))
+        min_log_scale = torch.log(torch.tensor(floor, dtype=dtype, device=device)) if max(floor) > 0 else None
         gain = None
         if cfg.gain != "none":
             gain = FrameGain(sweep.n_frames, train_idx, shape[0], cfg.gain, cfg.gain_depth_terms, dtype, device)

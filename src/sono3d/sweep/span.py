@@ -36,6 +36,7 @@ estimate (an :class:`~sono3d.errors.InputError` says so).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ from sono3d.errors import InputError
 from sono3d.sweep.initialise import frame_mask
 from sono3d.types import Sweep
 
-__all__ = ["estimate_span", "lateral_correlation", "highpass"]
+__all__ = ["estimate_span", "with_estimated_span", "lateral_correlation", "highpass"]
 
 _RHO_LO, _RHO_HI = 0.15, 0.85
 
@@ -175,7 +176,20 @@ def estimate_span(sweep: Sweep, fan_axis: str = "lateral", mask: np.ndarray | No
                    options={"xatol": 1e-4, "fatol": 1e-10, "maxiter": 400})
     theta = math.exp(float(res.x[0]))
     pivot = max(float(res.x[1]), 0.0) if fan_axis == "lateral" else 0.0
-    return {"span_deg": math.degrees(theta * (N - 1)), "step_deg": math.degrees(theta), "pivot_offset_mm": pivot,
+    span = math.degrees(theta * (N - 1))
+    # smooth frames (no speckle) decorrelate by anatomy, not by the fan: the fit runs off to a
+    # vanishing angle about a far pivot; such an answer is refused rather than used
+    if not (0.5 <= span <= 360.0) or pivot > r_max:
+        raise InputError(f"the frames do not determine the fan's span (the fit gives {span:.3g} degrees about a pivot "
+                         f"{pivot:.3g} mm above the probe face): give --span in degrees")
+    return {"span_deg": span, "step_deg": math.degrees(theta), "pivot_offset_mm": pivot,
             "correlation_half_mm": float(np.interp(0.5, lag_rho[::-1], lag_mm[::-1])),
             "points": int(use.sum()), "rms": math.sqrt(float(res.fun) / max(int(use.sum()), 1)),
             "method": "speckle decorrelation", "fan_axis": fan_axis}
+
+
+def with_estimated_span(sweep: Sweep, config: Any) -> tuple[Any, dict[str, Any]]:
+    """``--span auto``: ``config`` (a reconstruction configuration) on the fan prior with the span and
+    pivot offset :func:`estimate_span` finds in ``sweep``'s frames, and the estimate."""
+    est = estimate_span(sweep, config.fan_axis)
+    return replace(config, poses="fan", span_deg=est["span_deg"], pivot_offset_mm=est["pivot_offset_mm"]), est
