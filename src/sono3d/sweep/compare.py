@@ -25,7 +25,6 @@ import numpy as np
 
 from sono3d.errors import InputError
 from sono3d.io import read_sweep
-from sono3d.io.atomic import atomic_path
 from sono3d.sweep.compound import CompoundConfig, clip_mask, holdout_predictions, output_grid
 from sono3d.sweep.evaluate import frame_metrics, holdout_split
 from sono3d.sweep.export import write_report
@@ -33,6 +32,7 @@ from sono3d.sweep.poses import resolve_poses
 from sono3d.sweep.reconstruct import ReconstructConfig, reconstruct_sweep
 from sono3d.sweep.span import with_estimated_span
 from sono3d.types import Sweep
+from sono3d.viz.figures import pyplot, save_png
 
 __all__ = ["MIN_TRAIN_FRAMES", "compare_sweep", "compound_config_for", "check_holdout", "save_compare_png",
            "compare_to_folder"]
@@ -162,11 +162,7 @@ def compare_sweep(sweep: Sweep, config: ReconstructConfig, plus_config: Any = No
 
 def save_compare_png(path: "str | os.PathLike[str]", report: dict[str, Any], rows: int = 4) -> Path:
     """A few held-out frames: recorded, compounding, Gaussians and both absolute differences."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     frames, comp, gauss = report["_frames"], report["_compounding"], report["_gaussians"]
     mask = report["_mask"]
     n = frames.shape[0]
@@ -189,11 +185,7 @@ def save_compare_png(path: "str | os.PathLike[str]", report: dict[str, Any], row
                  f"{report['compounding']['psnr']:.2f} dB | Gaussians SSIM {report['gaussians']['ssim']:.3f} "
                  f"PSNR {report['gaussians']['psnr']:.2f} dB", fontsize=8)
     fig.tight_layout()
-    dest = Path(path)
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return dest
+    return save_png(fig, path)
 
 
 def compare_to_folder(sweep_path: "str | os.PathLike[str]", out_dir: "str | os.PathLike[str]",

@@ -29,6 +29,7 @@ from sono3d.sweep.raster import choose_backend
 from sono3d.sweep.reconstruct import FWHM_PER_SIGMA, PRESETS, check_sweep, reconstruct_sweep
 from sono3d.sweep.render import default_volume_spacing, grid_for_bounds, render_frames, sample_volume
 from sono3d.sweep.span import with_estimated_span
+from sono3d.viz.figures import pyplot, save_png
 
 __all__ = ["save_slices_png", "write_report", "reconstruct_to_folder", "render_to_sweep"]
 
@@ -45,11 +46,7 @@ def save_slices_png(path: str | os.PathLike[str], frames: np.ndarray, rendered: 
     held_out : ndarray of bool, shape (N,), optional
         Frames marked "held out" in their titles.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     idx = np.asarray(indices, dtype=int)[: 3 * columns]
     if idx.size == 0:
         raise InputError("no frames to show")
@@ -68,11 +65,7 @@ def save_slices_png(path: str | os.PathLike[str], frames: np.ndarray, rendered: 
         axes[2 * r + 1, c].imshow(np.clip(rendered[f], 0, 1), cmap="gray", vmin=0, vmax=1)
         axes[2 * r + 1, c].set_title("rendered", fontsize=7)
     fig.tight_layout()
-    dest = Path(path)
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return dest
+    return save_png(fig, path)
 
 
 def _jsonable(o: Any) -> Any:
