@@ -24,17 +24,18 @@ import math
 
 import numpy as np
 
+from sono3d.errors import InputError
+from sono3d.io import read_sweep
+from sono3d.simulate.slicing import sample_planes
+from sono3d.simulate.speckle import speckle_volume
+from sono3d.sweep.initialise import frame_mask
+from sono3d.sweep.poses import fan_prior_poses
+from sono3d.sweep.seed import elevation_positions
+from sono3d.sweep.span import estimate_span
+from sono3d.types import Sweep
+
 
 def main() -> None:
-    from sono3d.io import read_sweep
-    from sono3d.simulate.slicing import sample_planes
-    from sono3d.simulate.speckle import speckle_volume
-    from sono3d.sweep.initialise import frame_mask
-    from sono3d.sweep.poses import fan_prior_poses
-    from sono3d.sweep.seed import elevation_positions
-    from sono3d.sweep.span import estimate_span
-    from sono3d.types import Sweep
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spans", type=float, nargs="+", default=[30.0, 45.0, 60.0, 90.0, 120.0])
     ap.add_argument("--pivots", type=float, nargs="+", default=[0.0, 3.0])
@@ -59,7 +60,12 @@ def main() -> None:
     real = []
     for path in args.real:
         sweep = read_sweep(path)
-        est = estimate_span(sweep, "lateral")
+        try:
+            est = estimate_span(sweep, "lateral")
+        except InputError as exc:  # refused: said, not used
+            real.append({"sweep": str(path), "refused": str(exc)})
+            print(json.dumps(real[-1]))
+            continue
         row = {"sweep": str(path), **{k: est[k] for k in ("span_deg", "step_deg", "pivot_offset_mm")}}
         if sweep.image_to_world is not None:
             mask = frame_mask(sweep.shape, sweep.spacing_mm, sweep.sector)
