@@ -64,6 +64,13 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum()) / den if den > 0 else math.nan
 
 
+def _median_finite(values: list[float]) -> float:
+    """Median of the finite values (NaN when none: flat frames have no correlation)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else math.nan
+
+
 def lateral_correlation(hp: np.ndarray, mask: np.ndarray, dx_mm: float, max_lag: int = 24
                         ) -> tuple[np.ndarray, np.ndarray]:
     """The speckle's correlation against a shift along the columns: distances (mm) and values.
@@ -143,7 +150,7 @@ def estimate_span(sweep: Sweep, fan_axis: str = "lateral", mask: np.ndarray | No
         if mb.sum() < 50:
             continue
         step = max(1, (N - 1) // 40)
-        row = [float(np.nanmedian([_corr(hp[i][sl][mb], hp[i + k][sl][mb]) for i in range(0, N - k, step)]))
+        row = [_median_finite([_corr(hp[i][sl][mb], hp[i + k][sl][mb]) for i in range(0, N - k, step)])
                for k in range(1, K + 1)]
         dist.append(rr)
         meas.append(row)
