@@ -253,7 +253,7 @@ class ReconstructConfig:
 
     @classmethod
     def preset(cls, name: str = "paper", **overrides: Any) -> "ReconstructConfig":
-        """A named configuration of :data:`PRESETS` (``paper``, ``fast``, ``quick`` or ``small``)
+        """A named configuration of :data:`PRESETS` (``auto``, ``paper``, ``fast``, ``quick`` or ``small``)
         with some fields replaced.
 
         ``None`` values in ``overrides`` are ignored, so CLI options left unset keep the preset's.
@@ -286,7 +286,9 @@ class ReconstructConfig:
 
 
 #: Named configurations. ``paper``: Table 2 with about 120 Gaussians per slice (the issue's figure;
-#: the paper's section 5.3.1 runs used 276). ``fast``: the CLI and demo default, tuned for held-out
+#: the paper's section 5.3.1 runs used 276). ``auto``: the CLI default; ``fast`` until the sweep is read,
+#: then made concrete by :func:`sono3d.sweep.budget.plan_config` (``fast`` as it is for a dense sweep,
+#: the frame-seeded blended recipe for a sparse one). ``fast``: the demo default, tuned for held-out
 #: frames (a 4x lower means rate so Gaussians stay on the slices, a 3x wider start so they span the
 #: gap between neighbouring frames, batches of 8 for 4x more steps; see ``docs/sweep.md``) on the
 #: fastest backend (100 frames 256²: about 25 s on two cores, train SSIM 0.987). ``quick``: ``fast``
