@@ -12,10 +12,12 @@ inputs to :func:`inputs`). The count of cases per verb is printed by
 
 from __future__ import annotations
 
+import gzip
 import pickle
+import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -142,10 +144,111 @@ def shared(tmp_path_factory) -> SimpleNamespace:
     return s
 
 
+@pytest.fixture(scope="module")
+def headers(shared) -> SimpleNamespace:
+    """Bad file headers and geometry, each a few bytes edited or a few voxels written: sweeps whose
+    poses do not match their frames or are not rigid, zero and negative spacings, sizes a file
+    cannot hold, NaN/Inf in meshes and Gaussians, a mesh where a volume is expected."""
+    import nibabel as nib
+    import pyvista as pv
+
+    from sono3d.io import read_sweep, write_mesh, write_volume
+    from sono3d.sweep.gaussians import Gaussians, save_ply
+    from sono3d.types import Volume
+
+    d = shared.root / "headers"
+    d.mkdir()
+    h = SimpleNamespace()
+    sweep = read_sweep(shared.sweep)
+    poses = sweep.image_to_world.copy()
+    poses[3, :3, 0] *= 2.0  # frame 3's columns twice as long as its spacing says
+    h.nonrigid_sweep = write_sweep(d / "nonrigid.seq.nrrd", replace(sweep, image_to_world=poses))
+    data = shared.sweep.read_bytes()
+    cut = data.index(b"\n\n")
+    head, body = data[:cut].decode("latin-1"), data[cut:]
+
+    def edited(name: str, pattern: str, new: str) -> Path:
+        text, n = re.subn(pattern, new, head)
+        assert n == 1, pattern
+        (d / name).write_bytes(text.encode("latin-1") + body)
+        return d / name
+
+    last = re.search(r"Seq_Frame0011_ImageToReferenceTransform:=(.*)", head).group(1)
+    h.pose_missing = edited("pose_missing.seq.nrrd", r"Seq_Frame0011_ImageToReferenceTransform:=.*\n", "")
+    h.pose_extra = edited("pose_extra.seq.nrrd", r"(Seq_Frame0011_ImageStatus:=OK)",
+                          f"\\1\nSeq_Frame0012_ImageToReferenceTransform:={last}")
+    h.sweep_zero_spacing = edited("zero.seq.nrrd", r"sono3d_spacing_mm:=.*", "sono3d_spacing_mm:=0 0.5")
+    h.sweep_negative_spacing = edited("negative.seq.nrrd", r"sono3d_spacing_mm:=.*", "sono3d_spacing_mm:=-0.5 0.5")
+    h.pose_folder = d / "frames"  # three images, two poses
+    h.pose_folder.mkdir()
+    for k in range(3):
+        Image.fromarray(np.full((20, 20), 40 * (k + 1), np.uint8)).save(h.pose_folder / f"f{k}.png")
+    np.save(h.pose_folder / "poses.npy", np.tile(np.eye(4), (2, 1, 1)))
+
+    a = np.random.default_rng(0).random((6, 5, 4)).astype(np.float32)
+    h.volume = write_volume(d / "volume.nii.gz", Volume(a, np.diag([2.0, 2.0, 2.0, 1.0])))
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(a.shape)
+    hdr.set_data_dtype(np.float32)
+    hdr["vox_offset"] = 352
+    hdr["sform_code"], hdr["qform_code"] = 1, 0
+    hdr["srow_x"], hdr["srow_y"], hdr["srow_z"] = [0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]  # i has no length
+    h.nifti_zero_sform = d / "zero_sform.nii"
+    h.nifti_zero_sform.write_bytes(hdr.binaryblock + b"\0" * 4 + a.tobytes(order="F"))
+    hdr["sform_code"] = 0
+    for name, dims in (("nifti_zero_pixdim", [0, 1, 1]), ("nifti_negative_pixdim", [-1, 1, 1])):
+        hdr["pixdim"][1:4] = dims
+        setattr(h, name, d / f"{name}.nii.gz")
+        getattr(h, name).write_bytes(gzip.compress(hdr.binaryblock + b"\0" * 4 + a.tobytes(order="F")))
+    hdr.set_data_shape((30000, 30000, 30000))  # 108 TB of float32 in a 356-byte file
+    hdr["pixdim"][1:4] = 1
+    h.huge_nii = d / "huge.nii"
+    h.huge_nii.write_bytes(hdr.binaryblock + b"\0" * 4)
+    h.huge_nii_gz = d / "huge.nii.gz"
+    h.huge_nii_gz.write_bytes(gzip.compress(hdr.binaryblock + b"\0" * 4))
+    h.nrrd_zero_spacing, h.nrrd_negative_spacing = d / "zero.nrrd", d / "negative.nrrd"
+    nrrd.write(str(h.nrrd_zero_spacing), a, {"spacings": [0.0, 1.0, 1.0]})
+    nrrd.write(str(h.nrrd_negative_spacing), a, {"spacings": [-1.0, 1.0, 1.0]})
+    h.mha_negative_spacing = d / "negative.mha"
+    h.mha_negative_spacing.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 6 5 4\nElementSpacing = -1 1 1\n"
+                                       b"ElementType = MET_FLOAT\nElementDataFile = LOCAL\n" + a.tobytes())
+    h.huge_nrrd, h.huge_seq = d / "huge.nrrd", d / "huge.seq.nrrd"
+    h.huge_nrrd.write_text("NRRD0004\ntype: float\ndimension: 3\nsizes: 100000 100000 1000\nencoding: gzip\n"
+                           "endian: little\n\n")
+    h.huge_seq.write_text("NRRD0004\ntype: float\ndimension: 4\nsizes: 100000 100000 1 1000\n"
+                          "kinds: domain domain domain list\nencoding: raw\nendian: little\n\n")
+
+    sphere = pv.Sphere(theta_resolution=8, phi_resolution=8)
+    h.mesh = write_mesh(d / "mesh.vtp", sphere)
+    bad = sphere.copy()
+    bad.points[3] = np.nan
+    h.nan_vtp = write_mesh(d / "nan.vtp", bad)
+    bad.points[3] = [0.0, np.inf, 0.0]
+    h.inf_vtk = write_mesh(d / "inf.vtk", bad)
+    bad.save(d / "inf.ply")
+    h.inf_ply = d / "inf.ply"
+    h.nan_beat = d / "nan_beat"  # a biv-me-named beat whose ES mesh has a NaN vertex
+    h.nan_beat.mkdir()
+    write_mesh(h.nan_beat / "case_LV_ENDOCARDIAL_000.vtk", sphere)
+    shutil.copy(h.nan_vtp, h.nan_beat / "case_LV_ENDOCARDIAL_001.vtp")
+    n, rng = 20, np.random.default_rng(0)
+    t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
+    means = rng.normal(0, 8, (n, 3))
+
+    def gaussians(name: str, m: np.ndarray) -> Path:
+        return save_ply(d / name, Gaussians(means=t(m), log_scales=t(np.zeros((n, 3))),
+                                            quats=t(np.tile([1.0, 0, 0, 0], (n, 1))),
+                                            opacity_logits=t(rng.normal(0, 1, n)), intensities=t(rng.random(n))))
+    h.gaussians = gaussians("g.ply", means)
+    means[2, 1] = np.nan
+    h.nan_gaussians = gaussians("nan_g.ply", means)
+    return h
+
+
 @pytest.fixture
-def i(shared, tmp_path) -> SimpleNamespace:
+def i(shared, headers, tmp_path) -> SimpleNamespace:
     """The shared inputs plus this case's own folder ``tmp`` for outputs."""
-    return SimpleNamespace(**vars(shared), tmp=tmp_path)
+    return SimpleNamespace(**vars(shared), **vars(headers), tmp=tmp_path)
 
 
 @dataclass(frozen=True)
@@ -267,9 +370,9 @@ CASES: list[Case] = [
     Case(TRAIN, "--max-cases 2", lambda i: ["heart", "train", i.cohort, i.tmp / "r", "--max-cases", "2"],
          lambda i: ("--max-cases",), lambda i: (i.tmp / "r",)),
     Case(TRAIN, "unknown --device", lambda i: ["heart", "train", i.cohort, i.tmp / "r", "--device", "tpu"],
-         lambda i: ("device", "tpu"), lambda i: (i.tmp / "r",)),
+         lambda i: ("--device tpu",), lambda i: (i.tmp / "r",)),
     Case(TRAIN, "unknown --model", lambda i: ["heart", "train", i.cohort, i.tmp / "r", "--model", "nerf"],
-         lambda i: ("model", "nerf"), lambda i: (i.tmp / "r",)),
+         lambda i: ("--model nerf",), lambda i: (i.tmp / "r",)),
     Case(TRAIN, "missing cohort", lambda i: ["heart", "train", i.tmp / "nocohort", i.tmp / "r", "--config", "tiny"],
          lambda i: (str(i.tmp / "nocohort"), "no cases"), lambda i: (i.tmp / "r",)),
     Case(TRAIN, "folder of another program as the cohort",
@@ -295,7 +398,7 @@ CASES: list[Case] = [
     Case(COHORT, "--size 8", lambda i: ["heart", "cohort", i.tmp / "c", "--n", "1", "--size", "8"],
          lambda i: ("--size",), lambda i: (i.tmp / "c",)),
     Case(COHORT, "--workers 0", lambda i: ["heart", "cohort", i.tmp / "c", "--n", "1", "--workers", "0"],
-         lambda i: ("workers",), lambda i: (i.tmp / "c",)),
+         lambda i: ("--workers 0",), lambda i: (i.tmp / "c",)),
     Case(COHORT, "output is a file", lambda i: ["heart", "cohort", i.text, "--n", "1", "--size", "16"],
          lambda i: (str(i.text), "not a folder")),
     Case(COHORT, "output folder of another program kept",
@@ -345,13 +448,13 @@ CASES: list[Case] = [
     Case(RECONSTRUCT, "NaN in the frames", lambda i: ["sweep", "reconstruct", i.nan_sweep, i.tmp / "o"],
          lambda i: ("NaN",), lambda i: (i.tmp / "o",)),
     Case(RECONSTRUCT, "--epochs 0", lambda i: ["sweep", "reconstruct", i.sweep, i.tmp / "o", "--epochs", "0"],
-         lambda i: ("epochs",), lambda i: (i.tmp / "o",)),
+         lambda i: ("--epochs 0",), lambda i: (i.tmp / "o",)),
     Case(RECONSTRUCT, "unknown --preset", lambda i: ["sweep", "reconstruct", i.sweep, i.tmp / "o", "--preset", "x"],
-         lambda i: ("preset", "'x'"), lambda i: (i.tmp / "o",)),
+         lambda i: ("--preset x", "'x'"), lambda i: (i.tmp / "o",)),
     Case(RECONSTRUCT, "negative --spacing", lambda i: ["sweep", "reconstruct", i.sweep, i.tmp / "o", "--spacing",
                                                        "-1"], lambda i: ("--spacing",), lambda i: (i.tmp / "o",)),
     Case(RECONSTRUCT, "--holdout 1", lambda i: ["sweep", "reconstruct", i.sweep, i.tmp / "o", "--holdout", "1"],
-         lambda i: ("holdout",), lambda i: (i.tmp / "o",)),
+         lambda i: ("--holdout 1",), lambda i: (i.tmp / "o",)),
     Case(RECONSTRUCT, "--span auto with tracked poses",
          lambda i: ["sweep", "reconstruct", i.sweep, i.tmp / "o", "--poses", "tracked", "--span", "auto"],
          lambda i: ("--span auto", "--poses fan"), lambda i: (i.tmp / "o",)),
@@ -390,7 +493,7 @@ CASES: list[Case] = [
          lambda i: (str(i.bad_ply),), lambda i: (i.tmp / "r.seq.nrrd",)),
     # simulate, phantom, info
     Case("simulate sweep", "--frames 1", lambda i: ["simulate", "sweep", i.tmp / "ph", i.tmp / "s.seq.nrrd",
-                                                    "--frames", "1"], lambda i: ("frames",),
+                                                    "--frames", "1"], lambda i: ("--frames 1",),
          lambda i: (i.tmp / "s.seq.nrrd",)),
     Case("simulate sweep", "output of an unknown type", lambda i: ["simulate", "sweep", i.tmp / "ph", i.tmp / "s.txt"],
          lambda i: (str(i.tmp / "s.txt"),), lambda i: (i.tmp / "s.txt",)),
@@ -496,6 +599,172 @@ CASES: list[Case] = [
 ]
 
 
+# ---------------------------------------------------------------- issue 19, catalogue phase (the `headers` fixture)
+# Poses that do not match the frames or are not rigid, zero/negative spacing and impossible sizes in
+# headers, NaN/Inf in meshes and Gaussians, a mesh where a volume is expected and the reverse, a
+# baseline of another model kind, and engine checks that must name the option the user typed.
+
+def _absent(name: str) -> Callable[[Any], tuple]:
+    return lambda i: (i.tmp / name,)
+
+
+def _named(attr: str, *words: str) -> Callable[[Any], tuple]:
+    return lambda i: (str(getattr(i, attr)), *words)
+
+
+def _reconstruct(sweep: str, *options: Any) -> Callable[[Any], list]:
+    return lambda i: ["sweep", "reconstruct", getattr(i, sweep), i.tmp / "o", "--epochs", "1", "--quiet",
+                      *[getattr(i, o[1:]) if str(o).startswith("@") else o for o in options]]
+
+
+def _compound(sweep: str, *options: str) -> Callable[[Any], list]:
+    return lambda i: ["sweep", "compound", getattr(i, sweep), i.tmp / "v.nii.gz", *options]
+
+
+def _render(gaussians: str, sweep: str) -> Callable[[Any], list]:
+    return lambda i: ["sweep", "render", getattr(i, gaussians), getattr(i, sweep), i.tmp / "r.seq.nrrd"]
+
+
+def _info(attr: str) -> Callable[[Any], list]:
+    return lambda i: ["info", getattr(i, attr)]
+
+
+def _simulate(phantom: str, *options: str) -> Callable[[Any], list]:
+    return lambda i: ["simulate", "sweep", getattr(i, phantom), i.tmp / "s.seq.nrrd", "--frames", "4", "--size", "32",
+                      *options]
+
+
+def _evaluate(*options: Any) -> Callable[[Any], list]:
+    return lambda i: ["heart", "evaluate", i.run, i.cohort, i.tmp / "e",
+                      *[getattr(i, o[1:]) if str(o).startswith("@") else o for o in options]]
+
+
+NOT_RIGID = ("not rigid", "scales pixels")
+MISMATCH = ("poses do not match frames",)
+CLAIMS = ("header claims", "not read")
+
+CASES += [
+    # sweep reconstruct
+    Case(RECONSTRUCT, "non-rigid pose in the sweep file", _reconstruct("nonrigid_sweep"),
+         _named("nonrigid_sweep", *NOT_RIGID), _absent("o")),
+    Case(RECONSTRUCT, "a frame without its transform", _reconstruct("pose_missing"),
+         _named("pose_missing", *MISMATCH, "11 of the 12"), _absent("o")),
+    Case(RECONSTRUCT, "a transform for a frame the file lacks", _reconstruct("pose_extra"),
+         _named("pose_extra", *MISMATCH, "frame 12"), _absent("o")),
+    Case(RECONSTRUCT, "image folder with fewer poses than images", _reconstruct("pose_folder"),
+         lambda i: (str(i.pose_folder / "poses.npy"), "2 poses but 3 images"), _absent("o")),
+    Case(RECONSTRUCT, "zero pixel spacing in the header", _reconstruct("sweep_zero_spacing"),
+         _named("sweep_zero_spacing", "spacing must be positive"), _absent("o")),
+    Case(RECONSTRUCT, "a mesh given as the sweep", _reconstruct("mesh"), _named("mesh", "mesh, not a sweep"),
+         _absent("o")),
+    Case(RECONSTRUCT, "a mesh given as --truth", _reconstruct("sweep", "--truth", "@mesh"),
+         _named("mesh", "mesh, not a volume"), _absent("o")),
+    Case(RECONSTRUCT, "--truth with a zero-length voxel axis", _reconstruct("sweep", "--truth", "@nifti_zero_sform"),
+         _named("nifti_zero_sform", "singular", "positive voxel spacing"), _absent("o")),
+    Case(RECONSTRUCT, "--truth claiming 108 TB", _reconstruct("sweep", "--truth", "@huge_nii"),
+         _named("huge_nii", *CLAIMS), _absent("o")),
+    Case(RECONSTRUCT, "--gaussians-per-slice 0", _reconstruct("sweep", "--gaussians-per-slice", "0"),
+         lambda i: ("--gaussians-per-slice 0",), _absent("o")),
+    Case(RECONSTRUCT, "--batch 0", _reconstruct("sweep", "--batch", "0"), lambda i: ("--batch 0",), _absent("o")),
+    Case(RECONSTRUCT, "unknown --device", _reconstruct("sweep", "--device", "tpu"), lambda i: ("--device tpu",),
+         _absent("o")),
+    Case(RECONSTRUCT, "existing output kept when the poses are not rigid",
+         lambda i: ["sweep", "reconstruct", i.nonrigid_sweep, i.tmp / "o.nii.gz", "--quiet"],
+         _named("nonrigid_sweep", *NOT_RIGID), existing=lambda i: (i.tmp / "o.nii.gz",),
+         setup=_existing_file("o.nii.gz")),
+    # sweep compound
+    Case(COMPOUND, "non-rigid pose in the sweep file", _compound("nonrigid_sweep"),
+         _named("nonrigid_sweep", *NOT_RIGID), _absent("v.nii.gz")),
+    Case(COMPOUND, "a transform for a frame the file lacks", _compound("pose_extra"),
+         _named("pose_extra", *MISMATCH), _absent("v.nii.gz")),
+    Case(COMPOUND, "image folder with fewer poses than images", _compound("pose_folder"),
+         lambda i: (str(i.pose_folder / "poses.npy"), "2 poses but 3 images"), _absent("v.nii.gz")),
+    Case(COMPOUND, "negative pixel spacing in the header", _compound("sweep_negative_spacing"),
+         _named("sweep_negative_spacing", "spacing must be positive"), _absent("v.nii.gz")),
+    Case(COMPOUND, "header claiming 40 TB of frames", _compound("huge_seq"), _named("huge_seq", *CLAIMS),
+         _absent("v.nii.gz")),
+    Case(COMPOUND, "a volume given as the sweep", _compound("volume"), _named("volume", "volume, not a sweep"),
+         _absent("v.nii.gz")),
+    Case(COMPOUND, "unknown --method", _compound("sweep", "--method", "foo"), lambda i: ("--method foo",),
+         _absent("v.nii.gz")),
+    Case(COMPOUND, "existing volume kept when the poses are not rigid", _compound("nonrigid_sweep"),
+         _named("nonrigid_sweep", *NOT_RIGID), existing=_absent("v.nii.gz"), setup=_existing_file("v.nii.gz")),
+    # sweep render (reads the sweep's poses)
+    Case("sweep render", "non-rigid pose in the sweep file", _render("gaussians", "nonrigid_sweep"),
+         _named("nonrigid_sweep", *NOT_RIGID), _absent("r.seq.nrrd")),
+    Case("sweep render", "a frame without its transform", _render("gaussians", "pose_missing"),
+         _named("pose_missing", *MISMATCH), _absent("r.seq.nrrd")),
+    Case("sweep render", "zero pixel spacing in the header", _render("gaussians", "sweep_zero_spacing"),
+         _named("sweep_zero_spacing", "spacing must be positive"), _absent("r.seq.nrrd")),
+    Case("sweep render", "NaN in the Gaussians", _render("nan_gaussians", "sweep"),
+         _named("nan_gaussians", "NaN"), _absent("r.seq.nrrd")),
+    Case("sweep render", "a VTK mesh given as the Gaussians", _render("mesh", "sweep"),
+         _named("mesh", "not a PLY file"), _absent("r.seq.nrrd")),
+    Case("sweep render", "a volume given as the sweep", _render("gaussians", "volume"),
+         _named("volume", "volume, not a sweep"), _absent("r.seq.nrrd")),
+    # info: every header kind
+    Case("info", "NIfTI with a zero voxel size", _info("nifti_zero_pixdim"),
+         _named("nifti_zero_pixdim", "pixdim", "must be positive")),
+    Case("info", "NIfTI with a negative voxel size", _info("nifti_negative_pixdim"),
+         _named("nifti_negative_pixdim", "pixdim", "must be positive")),
+    Case("info", "NIfTI whose sform has a zero-length axis", _info("nifti_zero_sform"),
+         _named("nifti_zero_sform", "singular")),
+    Case("info", "NRRD with zero spacing", _info("nrrd_zero_spacing"),
+         _named("nrrd_zero_spacing", "spacings must be positive")),
+    Case("info", "NRRD with negative spacing", _info("nrrd_negative_spacing"),
+         _named("nrrd_negative_spacing", "spacings must be positive")),
+    Case("info", "MetaImage with negative spacing", _info("mha_negative_spacing"),
+         _named("mha_negative_spacing", "ElementSpacing must be positive")),
+    Case("info", "NIfTI claiming 108 TB", _info("huge_nii"), _named("huge_nii", *CLAIMS)),
+    Case("info", "gzipped NIfTI claiming 108 TB", _info("huge_nii_gz"), _named("huge_nii_gz", *CLAIMS, "compressed")),
+    Case("info", "gzipped NRRD claiming 40 TB", _info("huge_nrrd"), _named("huge_nrrd", *CLAIMS)),
+    Case("info", "NaN vertex in a .vtp", _info("nan_vtp"), _named("nan_vtp", "NaN or infinite")),
+    Case("info", "Inf vertex in a .vtk", _info("inf_vtk"), _named("inf_vtk", "NaN or infinite")),
+    Case("info", "Inf vertex in a .ply", _info("inf_ply"), _named("inf_ply", "NaN or infinite")),
+    Case("info", "sweep with a frame without its transform", _info("pose_missing"), _named("pose_missing", *MISMATCH)),
+    # simulate sweep: a volume read as the phantom
+    Case("simulate sweep", "a mesh given as the phantom", _simulate("mesh"), _named("mesh", "mesh, not a volume"),
+         _absent("s.seq.nrrd")),
+    Case("simulate sweep", "phantom NRRD with negative spacing", _simulate("nrrd_negative_spacing"),
+         _named("nrrd_negative_spacing", "spacings must be positive"), _absent("s.seq.nrrd")),
+    Case("simulate sweep", "phantom NIfTI claiming 108 TB", _simulate("huge_nii_gz"), _named("huge_nii_gz", *CLAIMS),
+         _absent("s.seq.nrrd")),
+    Case("simulate sweep", "--size 2", _simulate("volume", "--size", "2"), lambda i: ("--size 2",),
+         _absent("s.seq.nrrd")),
+    # meshes: heart strain, fit-real, correspond
+    Case("heart strain", "NaN vertex in the ED mesh", lambda i: ["heart", "strain", i.nan_vtp, i.mesh],
+         _named("nan_vtp", "NaN or infinite")),
+    Case("heart strain", "Inf vertex in the ES mesh",
+         lambda i: ["heart", "strain", i.cohort / "cases" / "00000" / "ed.vtp", i.inf_ply],
+         _named("inf_ply", "NaN or infinite")),
+    Case("heart strain", "a volume given as a mesh", lambda i: ["heart", "strain", i.volume, i.volume],
+         _named("volume", "volume, not a mesh")),
+    Case("heart fit-real", "a beat with a NaN vertex", lambda i: ["heart", "fit-real", i.nan_beat, i.tmp / "o"],
+         lambda i: ("nan", "NaN or infinite"), _absent("o")),
+    Case("heart fit-real", "--template with a NaN vertex",
+         lambda i: ["heart", "fit-real", i.nan_beat, i.tmp / "o", "--template", i.nan_vtp],
+         _named("nan_vtp", "NaN or infinite"), _absent("o")),
+    Case("heart fit-real", "a volume given as --template",
+         lambda i: ["heart", "fit-real", i.nan_beat, i.tmp / "o", "--template", i.volume],
+         _named("volume", "volume, not a mesh"), _absent("o")),
+    Case(CORRESPOND, "--template with a NaN vertex", lambda i: ["heart", "correspond", i.cohort, "--template", i.nan_vtp],
+         _named("nan_vtp", "NaN or infinite"), existing=lambda i: (i.cohort,)),
+    Case(CORRESPOND, "a volume given as --template",
+         lambda i: ["heart", "correspond", i.cohort, "--template", i.volume],
+         _named("volume", "volume, not a mesh"), existing=lambda i: (i.cohort,)),
+    # heart evaluate --baseline of another model kind
+    Case(EVALUATE, "--baseline an S2MNet run", _evaluate("--baseline", "@run"), lambda i: (str(i.run), "voxel"),
+         _absent("e")),
+    Case(EVALUATE, "--baseline a style run", _evaluate("--baseline", "@style_run"),
+         lambda i: (str(i.style_run), "voxel"), _absent("e")),
+    Case(EVALUATE, "--baseline with a pickle payload", _evaluate("--baseline", "@run_evil"),
+         lambda i: ("checkpoint.pt", "Python objects"), _absent("e")),
+    # options named as typed
+    Case("phantom uterus", "--border -1", lambda i: ["phantom", "uterus", i.tmp / "p", "--border", "-1"],
+         lambda i: ("--border -1",), _absent("p")),
+]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_refused(case: Case, i):
     if case.setup is not None:
@@ -518,3 +787,13 @@ def test_every_verb_has_cases():
     covered = {c.verb for c in CASES}
     missing = sorted(set(verbs(group)) - covered)
     assert not missing, f"verbs without bad-input cases: {missing}"
+
+
+def test_option_named_only_when_the_message_is_about_it(i):
+    """The CLI puts the option typed in front of an engine check that speaks of its setting, never in
+    front of a file's fault that happens to use the same word (the header's pixel spacing here)."""
+    res = runner.invoke(app, [str(a) for a in _compound("sweep_negative_spacing", "--spacing", "0.5")(i)])
+    line = refused(res, str(i.sweep_negative_spacing), "spacing must be positive", absent=_absent("v.nii.gz")(i))
+    assert line.startswith(f"error: {i.sweep_negative_spacing}: "), line
+    res = runner.invoke(app, [str(a) for a in _reconstruct("sweep", "--epochs", "0")(i)])  # the last --epochs counts
+    assert refused(res, absent=_absent("o")(i)).startswith("error: --epochs 0: epochs must be at least 1")

@@ -7,6 +7,10 @@ with code 2; a Python caller gets an ordinary exception with the same message.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class SonoError(Exception):
     """A problem with the user's input, reported as one line (the CLI exits with code 2)."""
@@ -41,3 +45,16 @@ def reason(exc: BaseException, limit: int = 240) -> str:
         return head[: cut + 1] + " ..."
     cut = head.rfind(" ")
     return (head[:cut] if cut > 0 else type(exc).__name__) + " ..."
+
+
+@contextmanager
+def about(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Name ``path`` in any :class:`SonoError` raised inside: a check made on what was read from a
+    file (a sweep's poses, say) without knowing the file still tells the user which one."""
+    try:
+        yield
+    except SonoError as exc:
+        text = str(exc)
+        if os.fspath(path) in text or os.path.basename(os.fspath(path)) in text:
+            raise
+        raise type(exc)(f"{os.fspath(path)}: {text}") from None

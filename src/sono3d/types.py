@@ -190,7 +190,8 @@ class Volume:
         if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
             raise InputError("volume affine must be a finite 4x4 matrix")
         if abs(np.linalg.det(aff[:3, :3])) < 1e-12:
-            raise InputError("volume affine is singular")
+            raise InputError("volume affine is singular: a voxel axis has zero length or lies in the plane of the "
+                             "others (expected positive voxel spacing along three independent axes)")
         self.array = a
         self.affine = aff
 

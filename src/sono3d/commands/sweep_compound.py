@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from sono3d.errors import InputError
+from sono3d.errors import InputError, about
 from sono3d.io import read_sweep, write_volume
 from sono3d.io.lock import writer_lock
 from sono3d.io.registry import lookup
-from sono3d.sweep.compound import CompoundConfig, compound_sweep
+from sono3d.sweep.compound import CompoundConfig, compound_sweep, tracked_poses
 
 
 def compound(
@@ -49,6 +49,8 @@ def _compound(sweep_path: Path, out: Path, spacing: float | None, method: str | 
                                              ("compounding", compounding), ("fill_holes", fill_holes),
                                              ("max_hole_mm", max_hole)) if value is not None}
     config = CompoundConfig.from_plus(plus_config, **changes) if plus_config else CompoundConfig(**changes)
+    with about(sweep_path):  # the sweep's own faults (untracked, non-rigid poses) name the file
+        tracked_poses(sweep)
     result = compound_sweep(sweep, config)
     write_volume(out, result.volume)
     st = result.stats

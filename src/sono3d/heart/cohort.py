@@ -38,7 +38,9 @@ from sono3d.heart.strain import global_circumferential_strain_pct
 from sono3d.io import read_mesh, write_mesh
 from sono3d.io.atomic import atomic_path
 from sono3d.io.lock import writer_lock
+from sono3d.io.meshes import check_mesh_points
 from sono3d.io.npz import read_npz, write_npz
+from sono3d.io.registry import lookup
 from sono3d.io.testing import kill_point
 from sono3d.phantoms.heart import heart_mesh, heart_phases, lv_cavity_mesh, sample_placement, sample_shape
 from sono3d.phantoms.heart_motion import MOTIONS, physiological_beat, sample_beat
@@ -416,7 +418,7 @@ def read_manifest(cohort_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def read_case_mesh(path: str | os.PathLike[str]) -> Any:
     """A case's surface file (``.vtp``, with its field arrays) as PyVista ``PolyData``.
 
-    Raises :class:`FileFormatError` for a file VTK cannot read or an empty mesh.
+    Raises :class:`FileFormatError` for a file VTK cannot read, an empty mesh or a NaN/infinite vertex.
     """
     import pyvista as pv
 
@@ -424,8 +426,7 @@ def read_case_mesh(path: str | os.PathLike[str]) -> Any:
         mesh = pv.read(str(path))
     except Exception as exc:  # noqa: BLE001 - VTK raises many types for corrupt files
         raise FileFormatError(f"{path}: cannot read mesh ({reason(exc)})") from None
-    if mesh.n_points == 0:
-        raise FileFormatError(f"{path}: mesh is empty or corrupt")
+    check_mesh_points(mesh, path)
     return mesh
 
 
@@ -479,12 +480,15 @@ def read_labelled_mesh(path: str | os.PathLike[str], label: str = "elemTag") -> 
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
+    if p.suffix.lower() != ".vtu":  # VTK's unstructured grids are heart meshes the registry does not list
+        lookup(p, "mesh")  # a volume or an image, which pyvista would read too, is not a heart
     try:
         grid = pv.read(str(p))
     except Exception as exc:  # noqa: BLE001
         raise FileFormatError(f"{p}: cannot read mesh ({reason(exc)})") from None
     if grid.n_points == 0 or grid.n_cells == 0:
         raise FileFormatError(f"{p}: mesh is empty")
+    check_mesh_points(grid, p)
     if label not in grid.cell_data:
         if label in grid.point_data:
             grid = grid.point_data_to_cell_data()

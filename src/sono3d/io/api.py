@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sono3d.errors import FileFormatError, InputError, SonoError
+from sono3d.errors import FileFormatError, InputError, SonoError, about
 from sono3d.geometry.mesh import enclosed_volume_mm3, is_watertight, label_values
 from sono3d.io.atomic import full_suffix
 from sono3d.io.registry import check_file, lookup, reason, sniff_kind
@@ -27,12 +27,10 @@ PathLike = str | os.PathLike[str]
 
 def _guarded(path: Path, what: str, fn: Callable[[], T]) -> T:
     try:
-        return fn()
-    except SonoError as exc:
-        # Checks made without the path (a Sweep of NaN frames, say) still name the file.
-        if str(path) in str(exc) or Path(path).name in str(exc):
-            raise
-        raise type(exc)(f"{path}: {exc}") from None
+        with about(path):  # checks made without the path (a Sweep of NaN frames, say) still name the file
+            return fn()
+    except SonoError:
+        raise
     except (MemoryError, KeyboardInterrupt):
         raise
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:

@@ -11,10 +11,12 @@ texture/normal indices, which would reorder them; numbers are written with ``rep
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -173,10 +175,7 @@ def read_mesh_file(path: str | Path, scale: float = 1.0):  # noqa: ANN201
                     mesh = _read_meshio(path, m)
             except Exception:  # noqa: BLE001 - meshio is only a second chance
                 pass
-    if mesh.n_points == 0:
-        raise FileFormatError(f"{path}: mesh has no points (empty or corrupt file)")
-    if not np.all(np.isfinite(np.asarray(mesh.points))):
-        raise FileFormatError(f"{path}: mesh has NaN or infinite coordinates")
+    check_mesh_points(mesh, path)
     if scale != 1.0:
         if not (np.isfinite(scale) and scale > 0):
             raise InputError(f"mesh scale must be positive, got {scale}")
@@ -297,3 +296,11 @@ def write_ply(path: str | Path, mesh) -> Path:  # noqa: ANN001
     with atomic_path(path) as tmp:
         tmp.write_bytes(b"".join(chunks))
     return Path(path)
+
+
+def check_mesh_points(mesh: Any, path: str | os.PathLike[str]) -> None:
+    """Refuse a mesh read from ``path`` that has no points or a NaN/infinite coordinate."""
+    if mesh.n_points == 0:
+        raise FileFormatError(f"{path}: mesh has no points (empty or corrupt file)")
+    if not np.all(np.isfinite(np.asarray(mesh.points))):
+        raise FileFormatError(f"{path}: mesh has NaN or infinite coordinates")

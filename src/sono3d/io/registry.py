@@ -209,3 +209,23 @@ def file_signature(path: str | os.PathLike[str]) -> str | None:
                 return "a VTK XML file"
             return name
     return None
+
+
+#: Deflate (gzip, zlib) never packs more than about 1032 bytes into one: a bound on what a
+#: compressed file can hold, known before anything is decompressed.
+DEFLATE_MAX_RATIO = 1032
+
+
+def check_claimed_size(path: str | os.PathLike[str], claimed_bytes: int, stored_bytes: int,
+                       compressed: bool = False, what: str = "pixel data") -> None:
+    """Refuse a header that claims more data than its file can hold, before anything is allocated.
+
+    ``claimed_bytes`` is what the header's sizes and type add up to (a lower bound is fine),
+    ``stored_bytes`` the bytes the file holds for the data; deflate-compressed data can hold at
+    most :data:`DEFLATE_MAX_RATIO` times its size.
+    """
+    limit = stored_bytes * DEFLATE_MAX_RATIO + 1024 if compressed else stored_bytes
+    if claimed_bytes > limit:
+        held = f"{stored_bytes} bytes{' compressed' if compressed else ''}"
+        raise FileFormatError(f"{path}: the header claims {claimed_bytes:,} bytes of {what} but the file holds "
+                              f"{held}; a corrupt header or a truncated file (not read)")

@@ -419,19 +419,29 @@ def _recorded_transforms(per: dict[int, dict[str, str]], n: int, path: Path
                          ) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Names of the per-frame ``...Transform`` fields, their ``(n, 4, 4)`` matrices and validity.
 
-    A frame's transform is valid when present, finite and its ``...TransformStatus`` is ``OK``
-    (or absent); missing ones are identity and invalid.
+    A frame's transform is valid when finite and its ``...TransformStatus`` is ``OK`` (or
+    absent); a tracker that lost a frame says so with the status ``INVALID``, so a transform
+    recorded for some frames but not for others, or for a frame the file does not hold, is a
+    mismatch of poses and frames and refused (PLUS records every transform for every frame).
     """
     names = sorted({k for d in per.values() for k in d if k.endswith("Transform")})
+    beyond = sorted(i for i in per if i >= n and any(k in names for k in per[i]))
+    if beyond:
+        raise FileFormatError(f"{path}: poses do not match frames: the file holds {n} frames (0-{n - 1}) but "
+                              f"records a transform for frame {beyond[0]}")
+    for name in names:
+        lacking = [i for i in range(n) if name not in per.get(i, {})]
+        if lacking:
+            raise FileFormatError(f"{path}: poses do not match frames: {name} is recorded for {n - len(lacking)} "
+                                  f"of the {n} frames (not for frame {lacking[0]}); expected one per frame, "
+                                  f"with {name}Status = INVALID where tracking was lost")
     recorded: dict[str, np.ndarray] = {}
     valid: dict[str, np.ndarray] = {}
     for name in names:
         mats = np.tile(np.eye(4), (n, 1, 1))
         ok = np.zeros(n, dtype=bool)
         for i in range(n):
-            text = per.get(i, {}).get(name)
-            if text is None:
-                continue
+            text = per[i][name]
             try:
                 vals = np.array([float(v) for v in text.split()], dtype=np.float64)
             except ValueError:

@@ -18,7 +18,7 @@ import numpy as np
 from sono3d.errors import FileFormatError
 from sono3d.io.atomic import atomic_path
 from sono3d.io.metaimage import format_numbers, read_metaimage, write_metaimage
-from sono3d.io.registry import reason
+from sono3d.io.registry import check_claimed_size, reason
 from sono3d.types import Volume
 
 __all__ = ["LPS_TO_RAS", "read_nifti", "write_nifti", "read_metaimage_volume",
@@ -64,6 +64,7 @@ def read_nifti(path: str | Path) -> Volume:
     import nibabel as nib
 
     path = Path(path)
+    _check_nifti_header(path)
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
@@ -77,6 +78,35 @@ def read_nifti(path: str | Path) -> Volume:
             stored = text[len(_NIFTI_TAG):]
     affine = _exact_affine(stored, np.asarray(img.affine, dtype=np.float64))
     return Volume(array=_as_3d(data, path), affine=affine, meta={"source": str(path), "format": "nifti"})
+
+
+def _check_nifti_header(path: Path) -> None:
+    """Refuse, from the raw header, voxel sizes that are not positive (nibabel would quietly make
+    them 1) and sizes the file cannot hold (nibabel would allocate them first)."""
+    import gzip
+
+    import nibabel as nib
+
+    compressed = path.name.lower().endswith(".gz")
+    try:
+        with (gzip.open if compressed else open)(path, "rb") as fh:
+            raw = fh.read(540)
+        little = int.from_bytes(raw[:4], "little") in (348, 540)  # sizeof_hdr tells the byte order
+        header_class = nib.Nifti2Header if int.from_bytes(raw[:4], "little" if little else "big") == 540 \
+            else nib.Nifti1Header
+        size = header_class.template_dtype.itemsize  # the header struct alone; extensions follow it
+        header = header_class(raw[:size], endianness="<" if little else ">", check=False)
+        shape, dtype = header.get_data_shape(), header.get_data_dtype()
+        pixdim, offset, sform = header["pixdim"], int(header["vox_offset"]), int(header["sform_code"])
+    except Exception:  # noqa: BLE001 - nibabel says what is wrong when it loads the file
+        return
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    check_claimed_size(path, claimed, path.stat().st_size - (0 if compressed else offset), compressed,
+                       f"voxels ({' x '.join(map(str, shape))} {dtype})")
+    spatial = [float(v) for v in pixdim[1:1 + min(len(shape), 3)]]
+    if sform == 0 and not all(v > 0 for v in spatial):  # without an sform the voxel size is pixdim
+        raise FileFormatError(f"{path}: NIfTI voxel size (pixdim) must be positive mm, got "
+                              f"{format_numbers(spatial)}")
 
 
 def write_nifti(path: str | Path, volume: Volume) -> Path:
@@ -113,6 +143,8 @@ def _metaimage_to_volume(img) -> Volume:  # noqa: ANN001 - MetaImage
     tm = img.numbers("TransformMatrix", img.numbers("Rotation", img.numbers("Orientation", list(np.eye(ndims).ravel()))))
     if len(spacing) != ndims or len(offset) != ndims or len(tm) != ndims * ndims:
         raise FileFormatError(f"{path}: MetaImage spacing/offset/transform do not match NDims = {ndims}")
+    if not all(v > 0 for v in spacing):  # the direction matrix carries the orientation, not the spacing
+        raise FileFormatError(f"{path}: MetaImage ElementSpacing must be positive mm, got {format_numbers(spacing)}")
     # TransformMatrix row i is the direction of axis i (ITK's MetaImageIO convention).
     direction = np.eye(3)
     direction[:ndims, :ndims] = np.asarray(tm).reshape(ndims, ndims).T
@@ -165,12 +197,34 @@ def _read_nrrd(path: Path) -> tuple[np.ndarray, dict]:
     import nrrd
 
     try:
+        _check_nrrd_header(path)
         data, header = nrrd.read(str(path))
+    except FileFormatError:
+        raise
     except Exception as exc:  # pynrrd raises NRRDError, ValueError, OSError, zlib errors...
         if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
             raise
         raise FileFormatError(f"{path}: cannot read NRRD ({reason(exc)})") from None
     return data, header
+
+
+def _check_nrrd_header(path: Path) -> None:
+    """Refuse sizes the file cannot hold (before pynrrd allocates them) and spacings that are not
+    positive (a flip belongs in the space directions)."""
+    import nrrd
+
+    with open(path, "rb") as fh:
+        header = nrrd.read_header(fh)
+        data_start = fh.tell()
+    sizes = [int(v) for v in header.get("sizes", [])]
+    encoding = str(header.get("encoding", "raw")).lower()
+    if sizes and "data file" not in header and "datafile" not in header and encoding in ("raw", "gzip", "gz"):
+        # one byte per value: a lower bound whatever the type, enough to refuse a claim of terabytes
+        check_claimed_size(path, int(np.prod(sizes, dtype=object)), path.stat().st_size - data_start,
+                           encoding != "raw", f"voxels ({' x '.join(map(str, sizes))})")
+    spacings = [float(v) for v in header.get("spacings", []) if np.isfinite(float(v))]
+    if not all(v > 0 for v in spacings):
+        raise FileFormatError(f"{path}: NRRD spacings must be positive mm, got {format_numbers(spacings)}")
 
 
 def _nrrd_affine(header: dict, n_spatial: int, path: Path) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sono3d.errors import InputError
+from sono3d.errors import InputError, about
 from sono3d.io import read_sweep, read_volume, write_sweep, write_volume
 from sono3d.io.atomic import atomic_path
 from sono3d.io.lock import writer_lock
@@ -132,13 +132,13 @@ def reconstruct_to_folder(
     cfg = config if config is not None else PRESETS["fast"]
     with writer_lock(out_dir, "output folder"):
         sweep = read_sweep(sweep_path, plus_config=plus_config, spacing_mm=spacing_mm)
-        try:
-            check_sweep(sweep)  # before the truth is read and the training set up, naming the file
-        except InputError as exc:
-            raise InputError(f"{sweep_path}: {exc}") from None
+        with about(sweep_path):  # before the truth is read and the training set up, naming the file
+            check_sweep(sweep)
         est = None
         if span == "auto":
             cfg, est = with_estimated_span(sweep, cfg)
+        with about(sweep_path):
+            resolve_poses(sweep, cfg.poses, cfg.span_deg, cfg.fan_axis, cfg.pivot_offset_mm)
         truth = read_volume(truth_path) if truth_path is not None else None
         mask = None
         if plus_config is not None:
@@ -203,7 +203,8 @@ def render_to_sweep(
     model = load_ply(gaussians_path)
     how = ply_render_settings(gaussians_path)  # blended and thick-slice models render as they were trained
     sweep = read_sweep(sweep_path, plus_config=plus_config, spacing_mm=spacing_mm)
-    M = resolve_poses(sweep, poses, span_deg, fan_axis, pivot_offset_mm)
+    with about(sweep_path):
+        M = resolve_poses(sweep, poses, span_deg, fan_axis, pivot_offset_mm)
     frames = render_frames(model, M, sweep.shape, backend=choose_backend(backend, "cpu"),
                            elevation_sigma=float(how["elevation_sigma_mm"]), blended=bool(how["blended"]))
     meta = {**sweep.meta, "rendered_from": str(gaussians_path), "poses": poses}

@@ -53,6 +53,7 @@ from sono3d.sweep.compound.pipeline import (
     evaluate_holdout,
     holdout_predictions,
     output_grid,
+    tracked_poses,
 )
 from sono3d.sweep.compound.splat import splat_frames
 from sono3d.sweep.evaluate import holdout_split
@@ -76,4 +77,5 @@ __all__ = [
     "read_plus_hole_filling",
     "read_plus_reconstruction",
     "splat_frames",
+    "tracked_poses",
 ]

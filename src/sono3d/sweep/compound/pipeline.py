@@ -24,10 +24,11 @@ from sono3d.sweep.compound.config import CompoundConfig
 from sono3d.sweep.compound.holes import fill_holes
 from sono3d.sweep.compound.splat import splat_frames
 from sono3d.sweep.evaluate import frame_metrics, holdout_split
+from sono3d.sweep.poses import check_tracked_poses
 from sono3d.types import Sweep, Volume
 
 __all__ = ["CompoundResult", "clip_mask", "compare_volumes", "compound_sweep", "evaluate_holdout", "holdout_predictions",
-           "output_grid"]
+           "output_grid", "tracked_poses"]
 
 _MAX_VOXELS = 400_000_000
 _LPS_AXES = np.diag([-1.0, -1.0, 1.0])
@@ -102,7 +103,7 @@ def output_grid(sweep: Sweep, config: CompoundConfig, mask: np.ndarray | None = 
     corner and ``ceil(extent / spacing) + 1`` voxels per axis (the rule of current PLUS; the
     shared spine-phantom reference, from an older PLUS, has one voxel fewer per axis).
     """
-    M = _poses(sweep)
+    M = tracked_poses(sweep)
     R = _axes(config)
     sp = config.spacing
     if config.grid_origin_mm is not None:
@@ -135,10 +136,13 @@ def output_grid(sweep: Sweep, config: CompoundConfig, mask: np.ndarray | None = 
     return affine, shape  # type: ignore[return-value]
 
 
-def _poses(sweep: Sweep) -> np.ndarray:
+def tracked_poses(sweep: Sweep) -> np.ndarray:
+    """The sweep's ``image_to_world`` ``(N, 4, 4)``, refused when absent or not rigid."""
     if sweep.image_to_world is None:
         raise InputError("the sweep has no poses (image_to_world); compounding needs a tracked sweep")
-    return np.asarray(sweep.image_to_world, dtype=np.float64)
+    poses = np.asarray(sweep.image_to_world, dtype=np.float64)
+    check_tracked_poses(poses, sweep.spacing_mm)  # a scaled or sheared pose would paste frames out of shape
+    return poses
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,7 +174,7 @@ def compound_sweep(sweep: Sweep, config: CompoundConfig | None = None, *,
     """
     config = config or CompoundConfig()
     t0 = time.perf_counter()
-    M = _poses(sweep)
+    M = tracked_poses(sweep)
     mask = clip_mask(sweep.shape, config, sweep.sector, sweep.spacing_mm)
     if not mask.any():
         raise InputError("the clipping (rectangle, fan, sector) leaves no pixel of the frames")
@@ -300,7 +304,7 @@ def holdout_predictions(sweep: Sweep, k: int = 5, config: CompoundConfig | None 
     mask = clip_mask(sweep.shape, config, sweep.sector, sweep.spacing_mm)
     grid = output_grid(sweep, config, mask)
     result = compound_sweep(sweep.subset(train), config, grid=grid)
-    M_test = _poses(sweep)[test]
+    M_test = tracked_poses(sweep)[test]
     pred = sample_planes(result.volume, M_test, sweep.shape, order=1, mask=mask)
     cover = sample_planes(Volume(result.filled.astype(np.float32), result.volume.affine), M_test, sweep.shape,
                           order=0, mask=mask)
