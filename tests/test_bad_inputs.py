@@ -689,6 +689,15 @@ CASES += [
          _absent("v.nii.gz")),
     Case(COMPOUND, "existing volume kept when the poses are not rigid", _compound("nonrigid_sweep"),
          _named("nonrigid_sweep", *NOT_RIGID), existing=_absent("v.nii.gz"), setup=_existing_file("v.nii.gz")),
+    # sweep compare
+    Case(COMPARE, "non-rigid pose in the sweep file",
+         lambda i: ["sweep", "compare", i.nonrigid_sweep, i.tmp / "o", "--quiet"],
+         _named("nonrigid_sweep", *NOT_RIGID), _absent("o")),
+    Case(COMPARE, "a transform for a frame the file lacks",
+         lambda i: ["sweep", "compare", i.pose_extra, i.tmp / "o", "--quiet"], _named("pose_extra", *MISMATCH),
+         _absent("o")),
+    Case(COMPARE, "--epochs 0", lambda i: ["sweep", "compare", i.sweep, i.tmp / "o", "--epochs", "0"],
+         lambda i: ("--epochs 0",), _absent("o")),
     # sweep render (reads the sweep's poses)
     Case("sweep render", "non-rigid pose in the sweep file", _render("gaussians", "nonrigid_sweep"),
          _named("nonrigid_sweep", *NOT_RIGID), _absent("r.seq.nrrd")),

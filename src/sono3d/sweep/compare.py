@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from sono3d.errors import InputError
+from sono3d.errors import InputError, about
 from sono3d.io import read_sweep
 from sono3d.sweep.compound import CompoundConfig, clip_mask, holdout_predictions, output_grid
 from sono3d.sweep.evaluate import frame_metrics, holdout_split
@@ -205,6 +205,8 @@ def compare_to_folder(sweep_path: "str | os.PathLike[str]", out_dir: "str | os.P
     est = None
     if span == "auto":
         config, est = with_estimated_span(sweep, config)
+    with about(sweep_path):  # the sweep's own poses (not rigid, say) name the file
+        resolve_poses(sweep, config.poses, config.span_deg, config.fan_axis, config.pivot_offset_mm)
     report = compare_sweep(sweep, config, plus_config=plus_config, voxel_mm=voxel_mm, progress=progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
