@@ -93,8 +93,10 @@ def fwd_bwd(backend: str, tensors: list[torch.Tensor], M: torch.Tensor, ref_rows
     For the reference, only the first ``ref_rows`` rows are run and the time is scaled by
     ``SIZE / ref_rows`` (its cost is the same for every row: all pixels against all Gaussians).
     """
-    leaves = [t.detach().clone().requires_grad_() for t in tensors] + [M.detach().clone().requires_grad_()]
-    weight = torch.linspace(-1, 1, SIZE * SIZE).reshape(1, SIZE, SIZE)
+    dev = device_of(backend)
+    leaves = [t.detach().to(dev).requires_grad_() for t in tensors] + [M.detach().to(dev).requires_grad_()]
+    weight = torch.linspace(-1, 1, SIZE * SIZE, device=dev).reshape(1, SIZE, SIZE)
+    sync()
     t0, c0 = time.perf_counter(), time.process_time()
     if backend == "reference":
         n = tensors[0].shape[0]
@@ -110,7 +112,19 @@ def fwd_bwd(backend: str, tensors: list[torch.Tensor], M: torch.Tensor, ref_rows
     else:
         img = render_slices(*leaves[:5], leaves[5], (SIZE, SIZE), backend=backend, cutoff=CUTOFF)
         (img * weight).sum().backward()
+        sync()
     return time.perf_counter() - t0, time.process_time() - c0
+
+
+def device_of(backend: str) -> str:
+    """Where a backend's tensors live: the GPU kernels on cuda, everything else (the reference the
+    speed-ups are taken against included) on the CPU."""
+    return "cuda" if backend == "triton" else "cpu"
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -143,6 +157,7 @@ def main() -> None:
             rows.append({
                 "gaussians": n,
                 "backend": b,
+                "device": device_of(b),
                 "ms_fwd_bwd": round(1e3 * t, 3),
                 "speedup_vs_reference": round(ref[0] / t, 1) if ref else None,
                 "cpu_ms_fwd_bwd": round(1e3 * cpu, 3),
