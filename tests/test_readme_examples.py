@@ -145,16 +145,22 @@ def _report_printed(args: list[str], output: str) -> None:
 
 # Options that take no value (everything else in an example takes one).
 FLAGS = {"--fill-holes", "--no-fill-holes", "--json", "--quiet", "--no-progress", "--no-3d", "--resume", "--recompute",
-         "--density-control", "--no-density-control", "--refine-poses", "--no-refine-poses", "--no-figures"}
+         "--density-control", "--no-density-control", "--refine-poses", "--no-refine-poses", "--no-figures",
+         "--register", "--cross-view", "--exact-offset"}
 
 HOW: dict[str, How] = {
     "info": How(check=_info_printed),
     "phantom uterus": How(outputs=lambda a: [f"{a[0]}/labels.nii.gz", f"{a[0]}/bmode.nii.gz", f"{a[0]}/surface.vtp"]),
     "simulate sweep": How({"--frames": "12", "--size": "48"}, outputs=lambda a: [a[1]]),
     "sweep compound": How(outputs=lambda a: [a[1]]),
+    "simulate sweep-pair": How({"--frames": "12", "--size": "48"},
+                               outputs=lambda a: [f"{a[1]}/{n}" for n in ("a.seq.nrrd", "b.seq.nrrd", "truth.json")]),
+    # one sweep: slices.png; several (the last positional is the folder): one slices_<name>.png each
     "sweep reconstruct": How({"--preset": "small", "--epochs": "2", "--quiet": None},
-                             outputs=lambda a: [f"{a[1]}/{n}" for n in ("gaussians.ply", "volume.nii.gz", "slices.png",
-                                                                        "report.json", "report.html")]),
+                             outputs=lambda a: [f"{a[-1]}/{n}" for n in ("gaussians.ply", "volume.nii.gz", "report.json",
+                                                                         "report.html")]
+                             + ([f"{a[-1]}/slices.png"] if len(a) == 2 else
+                                [f"{a[-1]}/slices_{p.split('/')[-1].split('.')[0]}.png" for p in a[:-1]])),
     "sweep compare": How({"--preset": "small", "--epochs": "2", "--quiet": None},
                          outputs=lambda a: [f"{a[1]}/{n}" for n in ("report.json", "compare.png", "report.html")]),
     "sweep render": How(outputs=lambda a: [a[2]]),

@@ -16,7 +16,7 @@ from sono3d.simulate import SweepConfig, simulate_sweep
 simulate_app = typer.Typer(help="Simulate ultrasound acquisitions with exact ground truth.", no_args_is_help=True)
 
 # Modules that add further simulate verbs; each exposes add_commands(simulate_app).
-_PARTS = ("simulate_echo",)
+_PARTS = ("simulate_echo", "simulate_pair")
 
 
 def truth_path(out: Path) -> Path:

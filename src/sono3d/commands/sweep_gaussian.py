@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -11,6 +11,8 @@ from sono3d.commands.report import HTML_HELP, write_page
 from sono3d.errors import InputError
 from sono3d.io.lock import writer_lock
 from sono3d.sweep.export import reconstruct_to_folder, render_to_sweep
+from sono3d.sweep.joint import JointConfig
+from sono3d.sweep.joint_export import read_plan, reconstruct_sweeps_to_folder
 from sono3d.sweep.reconstruct import ReconstructConfig
 
 
@@ -39,11 +41,12 @@ def span_option(value: Optional[str], poses: Optional[str]) -> tuple[Optional[fl
 
 
 def reconstruct(
-    sweep: Path = typer.Argument(..., help="Sweep file (.seq.nrrd, .igs.mha, DICOM, video, image folder)."),
-    out_dir: Path = typer.Argument(..., help="Output folder: gaussians.ply, volume.nii.gz, slices.png, report.json."),
+    paths: List[Path] = typer.Argument(..., metavar="SWEEP [SWEEP ...] OUT_DIR",
+                                       help="Sweep file(s) (.seq.nrrd, .igs.mha, DICOM, video, image folder), then "
+                                            "the output folder: gaussians.ply, volume.nii.gz, slices PNG, report.json."),
     preset: str = typer.Option("auto", "--preset", help="Configuration preset: auto (reads the sweep: fast for "
-                               "dense sweeps, the frame-seeded blended model for sparse ones), fast, paper, quick "
-                               "or small."),
+                               "dense sweeps, the frame-seeded blended model for sparse ones; several sweeps: "
+                               "fast), fast, paper, quick or small."),
     poses: Optional[str] = typer.Option(None, "--poses", help="tracked (from the file) or fan (sensorless prior)."),
     span: Optional[str] = typer.Option(None, "--span", help="Fan prior: total sweep angle in degrees (default 120), "
                                        "or 'auto' to estimate it (and the pivot offset) from the frames."),
@@ -68,26 +71,57 @@ def reconstruct(
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     html: bool = typer.Option(True, "--html/--no-html", help=HTML_HELP),
+    # ---- several sweeps (issue 17): one volume, sweep-to-sweep registration
+    plan: Optional[Path] = typer.Option(None, "--plan", help="JSON plan file of per-sweep options (poses, span, "
+                                        "fan_axis, pivot_offset, spacing, register); see docs/sweep.md."),
+    register: bool = typer.Option(False, "--register", help="Several sweeps: learn a transform for tracked sweeps "
+                                  "in one tracker frame too (from the identity)."),
+    truth_transform: Optional[Path] = typer.Option(None, "--truth-transform", help="Several sweeps: JSON of the "
+                                                   "true transforms to the first sweep (truth.json of "
+                                                   "'simulate sweep-pair'): the report gains the errors."),
+    cross_view: bool = typer.Option(False, "--cross-view", help="Several sweeps: also train on each sweep alone and "
+                                    "score it on the others' held-out frames (the paper's cross-view protocol)."),
 ) -> None:
-    """Reconstruct a 3D volume from a sweep with 3D Gaussians (slices to structures)."""
+    """Reconstruct a 3D volume from one sweep, or from several registered to the first, with 3D Gaussians."""
+    if len(paths) < 2:
+        raise InputError("give one or more sweeps and then the output folder: SWEEP [SWEEP ...] OUT_DIR")
+    *sweeps, out_dir = paths
     span_deg, span_mode, poses = span_option(span, poses)
+    if span_mode == "auto" and len(sweeps) > 1:
+        raise InputError("--span auto estimates one sweep's fan; for several sweeps give the span in degrees "
+                         "(per sweep in a --plan file)")
     config = ReconstructConfig.preset(
         preset, poses=poses, span_deg=span_deg, fan_axis=fan_axis, pivot_offset_mm=pivot_offset,
         gaussians_per_slice=gaussians_per_slice, init=init, epochs=epochs, batch=batch, holdout=holdout,
         density_control=density_control, refine_poses=refine_poses, backend=backend, device=device, seed=seed,
     )
+    entries = read_plan(plan, sweeps) if plan is not None else None
+    if len(sweeps) == 1:
+        for name, given in (("--register", register), ("--truth-transform", truth_transform),
+                            ("--cross-view", cross_view)):
+            if given:
+                raise InputError(f"{name} needs two or more sweeps")
     with writer_lock(out_dir, "output folder"):  # the page too
-        report = reconstruct_to_folder(sweep, out_dir, config, truth_path=truth, plus_config=plus_config,
-                                       spacing_mm=_spacing(spacing), progress=not quiet, span=span_mode)
+        if len(sweeps) == 1:
+            sp = _spacing(spacing)
+            if entries is not None:  # a plan for one sweep: its options
+                config = entries[0].options.config_for(config)
+                sp = _spacing(entries[0].spacing_mm) if entries[0].spacing_mm is not None else sp
+            report = reconstruct_to_folder(sweeps[0], out_dir, config, truth_path=truth, plus_config=plus_config,
+                                           spacing_mm=sp, progress=not quiet, span=span_mode)
+        else:
+            report = reconstruct_sweeps_to_folder(sweeps, out_dir, config, JointConfig(register_tracked=register),
+                                                  plan=entries, truth_path=truth,
+                                                  truth_transform_path=truth_transform, plus_config=plus_config,
+                                                  spacing_mm=_spacing(spacing), cross_view=cross_view,
+                                                  progress=not quiet)
         page = write_page(out_dir, truth=truth) if html else None
+    if len(sweeps) > 1:
+        _echo_joint(report)
     tr, ho = report["train"], report["holdout"]
-
-    def fmt(m: dict) -> str:
-        return " ".join(f"{k}={m[k]:.4g}" if m[k] is not None else f"{k}=n/a" for k in ("l1", "ssim", "psnr", "ncc"))
-
-    typer.echo(f"train ({tr['frames']} frames): {fmt(tr)}")
+    typer.echo(f"train ({tr['frames']} frames): {_fmt(tr)}")
     if ho["frames"]:
-        typer.echo(f"held out ({ho['frames']} frames): {fmt(ho)}")
+        typer.echo(f"held out ({ho['frames']} frames): {_fmt(ho)}")
     if "volume" in report:
         v = report["volume"]
         typer.echo(f"volume: psnr={v['psnr']:.4g} ncc={v['ncc']:.4g} dice={v['dice']:.4g}")
@@ -98,6 +132,30 @@ def reconstruct(
                f"({report['backend']}); wrote {out_dir}")
     if page is not None:
         typer.echo(f"report: {page}")
+
+
+def _fmt(m: dict) -> str:
+    return " ".join(f"{k}={m[k]:.4g}" if m.get(k) is not None else f"{k}=n/a" for k in ("l1", "ssim", "psnr", "ncc"))
+
+
+def _echo_joint(report: dict) -> None:
+    """Per-sweep lines of a joint reconstruction: registration (and its error) and held-out scores."""
+    for entry, reg in zip(report["sweeps"], report["registration"]):
+        line = f"{entry['sweep']}: {reg['status']}"
+        if reg["status"] == "registered":
+            t = reg["translation_mm"]
+            line += (f" (rotation {reg['rotation_deg']:.1f} deg, translation ({t[0]:.1f}, {t[1]:.1f}, {t[2]:.1f}) mm,"
+                     f" NCC {reg['search']['ncc']:.3f})")
+        if "error" in reg:
+            line += f"; error {reg['error']['rotation_deg']:.2f} deg, {reg['error']['translation_mm']:.2f} mm"
+        if "holdout" in entry and entry["holdout"]["frames"]:
+            line += f"; held out: {_fmt(entry['holdout'])}"
+        typer.echo(line)
+    for x in report.get("cross_view", []):
+        typer.echo(f"cross-view {x['trained_on']} -> {x['scored_on']} ({x['frames']} held-out frames): "
+                   f"single ssim={x['single']['ssim']:.4g}, joint ssim={x['joint'].get('ssim', float('nan')):.4g}")
+    for w in report.get("warnings", []):
+        typer.echo(f"warning: {w}", err=True)
 
 
 def render(

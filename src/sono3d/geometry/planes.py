@@ -14,6 +14,7 @@ from sono3d.errors import InputError
 from sono3d.geometry.transforms import invert_rigid, split_scale
 
 __all__ = [
+    "canonical_pose",
     "image_to_world_matrix",
     "pixel_to_world",
     "world_to_pixel",
@@ -44,6 +45,20 @@ def image_to_world_matrix(
     M[:3, :3] = np.asarray(rotation, dtype=np.float64) @ np.diag([dx, dy, 1.0])
     M[:3, 3] = np.asarray(origin_mm, dtype=np.float64)
     return M
+
+
+def canonical_pose(shape: tuple[int, int], spacing_mm: tuple[float, float]) -> np.ndarray:
+    """``image_to_world`` of a frame whose probe face (top-centre pixel) sits at the world origin.
+
+    Columns run along +x (Right), rows along -z (Inferior, the beam points down), so the plane
+    normal ``col x row`` is +y: the image is a coronal plane below the origin. The sensorless fan
+    prior puts a sweep's middle frame here, and simulated sweeps "in their own frame" do the same.
+    """
+    H, W = shape
+    dy, dx = spacing_mm
+    rotation = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+    origin = np.array([-(W - 1) / 2.0 * dx, 0.0, 0.0])
+    return image_to_world_matrix(rotation, origin, (dy, dx))
 
 
 def plane_rigid(image_to_world: np.ndarray) -> np.ndarray:

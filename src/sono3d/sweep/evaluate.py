@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.spatial import Delaunay, QhullError
+from scipy.spatial import ConvexHull, QhullError
 
 from sono3d.errors import InputError
 from sono3d.metrics import dice, l1, mse, ncc, psnr, ssim
 
-__all__ = ["METRIC_KEYS", "holdout_split", "frame_metrics", "pooled_psnr", "swept_region", "volume_metrics"]
+__all__ = ["METRIC_KEYS", "holdout_split", "frame_metrics", "pooled_psnr", "swept_region", "in_swept_region",
+           "volume_metrics"]
 
 METRIC_KEYS = ("l1", "l2", "ssim", "psnr", "ncc")
 
@@ -121,20 +122,9 @@ def pooled_psnr(mean_mse: float) -> float:
     return math.inf if mean_mse <= 0 else -10.0 * math.log10(mean_mse)
 
 
-def swept_region(affine: np.ndarray, shape: tuple[int, int, int], poses: np.ndarray,
-                 frame_mask: np.ndarray) -> np.ndarray:
-    """Voxels ``(X, Y, Z)`` of a grid inside the convex hull of the frames' imaged pixels.
-
-    Parameters
-    ----------
-    affine : ndarray, shape (4, 4)
-        Voxel index to mm of the grid.
-    shape : (X, Y, Z)
-    poses : ndarray, shape (N, 4, 4)
-        ``image_to_world`` of the frames.
-    frame_mask : ndarray of bool, shape (H, W)
-        Imaged pixels of a frame; its outline (every 8th boundary pixel) spans the hull.
-    """
+def _hull_planes(poses: np.ndarray, frame_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """Facet planes ``(normals (F, 3), offsets (F,), tolerance)`` of the convex hull of the frames'
+    imaged pixels (None for a flat sweep: all frames in one plane enclose nothing)."""
     rows, cols = np.nonzero(frame_mask)
     # Outline points of the mask: extreme columns on each row (enough for a convex hull).
     outline = []
@@ -149,16 +139,51 @@ def swept_region(affine: np.ndarray, shape: tuple[int, int, int], poses: np.ndar
     pts = px[None, :, 0:1] * P[:, None, :3, 0] + px[None, :, 1:2] * P[:, None, :3, 1] + P[:, None, :3, 3]
     pts = pts.reshape(-1, 3)
     try:
-        hull = Delaunay(pts)
-    except (QhullError, ValueError):  # flat sweep (all frames in one plane): nothing enclosed
-        return np.zeros(shape, dtype=bool)
-    X, Y, Z = shape
+        hull = ConvexHull(pts)
+    except (QhullError, ValueError):
+        return None
+    return hull.equations[:, :3], hull.equations[:, 3], 1e-9 * max(1.0, float(np.abs(pts).max()))
+
+
+def in_swept_region(points: np.ndarray, poses: np.ndarray, frame_mask: np.ndarray) -> np.ndarray:
+    """Which ``points`` ``(n, 3)`` (mm) lie inside the convex hull of the frames' imaged pixels, ``(n,)`` bool."""
+    return _inside(_hull_planes(poses, frame_mask), points)
+
+
+def _inside(planes: tuple[np.ndarray, np.ndarray, float] | None, points: np.ndarray) -> np.ndarray:
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    if planes is None:
+        return np.zeros(len(pts), dtype=bool)
+    normals, offsets, tol = planes
+    # Inside: on the inner side of every facet plane (n . x + c <= 0). The facets are few, so this
+    # is far faster than locating each point in a Delaunay tetrahedralisation.
+    return (pts @ normals.T + offsets <= tol).all(axis=1)
+
+
+def swept_region(affine: np.ndarray, shape: tuple[int, int, int], poses: np.ndarray,
+                 frame_mask: np.ndarray) -> np.ndarray:
+    """Voxels ``(X, Y, Z)`` of a grid inside the convex hull of the frames' imaged pixels.
+
+    Parameters
+    ----------
+    affine : ndarray, shape (4, 4)
+        Voxel index to mm of the grid.
+    shape : (X, Y, Z)
+    poses : ndarray, shape (N, 4, 4)
+        ``image_to_world`` of the frames.
+    frame_mask : ndarray of bool, shape (H, W)
+        Imaged pixels of a frame; its outline (about 32 rows' extreme pixels) spans the hull.
+    """
     out = np.zeros(shape, dtype=bool)
+    planes = _hull_planes(poses, frame_mask)
+    if planes is None:
+        return out
+    X, Y, Z = shape
     ii, jj = np.meshgrid(np.arange(X), np.arange(Y), indexing="ij")
     for k in range(Z):
         ijk = np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, k)], axis=1).astype(np.float64)
         world = ijk @ affine[:3, :3].T + affine[:3, 3]
-        out[:, :, k] = (hull.find_simplex(world) >= 0).reshape(X, Y)
+        out[:, :, k] = _inside(planes, world).reshape(X, Y)
     return out
 
 

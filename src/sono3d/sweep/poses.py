@@ -24,26 +24,13 @@ import torch
 
 from sono3d.errors import InputError
 from sono3d.geometry.fan import fan_sweep_in_image
-from sono3d.geometry.planes import image_to_world_matrix, require_affine_poses
+from sono3d.geometry.planes import canonical_pose, require_affine_poses
 from sono3d.types import Sweep
 
 __all__ = ["POSE_MODES", "canonical_pose", "fan_prior_poses", "resolve_poses", "check_tracked_poses",
-           "PoseRefinement", "dct_basis"]
+           "PoseRefinement", "dct_basis", "skew_matrix"]
 
 POSE_MODES = ("tracked", "fan")
-
-
-def canonical_pose(shape: tuple[int, int], spacing_mm: tuple[float, float]) -> np.ndarray:
-    """``image_to_world`` of a frame whose probe face (top-centre pixel) sits at the world origin.
-
-    Columns run along +x (Right), rows along -z (Inferior, the beam points down), so the plane
-    normal ``col x row`` is +y: the image is a coronal plane below the origin.
-    """
-    H, W = shape
-    dy, dx = spacing_mm
-    rotation = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
-    origin = np.array([-(W - 1) / 2.0 * dx, 0.0, 0.0])
-    return image_to_world_matrix(rotation, origin, (dy, dx))
 
 
 def fan_prior_poses(
@@ -143,7 +130,8 @@ def dct_basis(n_frames: int, n_basis: int) -> np.ndarray:
     return np.cos(np.pi * k * i / n_frames)
 
 
-def _skew(v: torch.Tensor) -> torch.Tensor:
+def skew_matrix(v: torch.Tensor) -> torch.Tensor:
+    """Cross-product matrices ``(..., 3, 3)`` of vectors ``(..., 3)``: ``skew_matrix(v) @ u = v x u``."""
     z = torch.zeros_like(v[..., 0])
     x, y, w = v.unbind(-1)
     return torch.stack([z, -w, y, w, z, -x, -y, x, z], dim=-1).reshape(v.shape[:-1] + (3, 3))
@@ -187,7 +175,7 @@ class PoseRefinement(torch.nn.Module):
     def forward(self, index: torch.Tensor, image_to_world: torch.Tensor) -> torch.Tensor:
         """Corrected poses ``(B, 4, 4)`` of frames ``index`` whose prior poses are ``image_to_world``."""
         omega, t = self.deltas(index)
-        R = torch.linalg.matrix_exp(_skew(omega))  # (B, 3, 3)
+        R = torch.linalg.matrix_exp(skew_matrix(omega))  # (B, 3, 3)
         c = self.centre
         shift = c - R @ c + t
         lin = R @ image_to_world[:, :3, :3]
