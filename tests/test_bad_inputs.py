@@ -13,6 +13,7 @@ inputs to :func:`inputs`). The count of cases per verb is printed by
 from __future__ import annotations
 
 import gzip
+import json
 import pickle
 import re
 import shutil
@@ -141,6 +142,15 @@ def shared(tmp_path_factory) -> SimpleNamespace:
     np.savez(s.flat_views, echo=np.full((6, 32, 32), 0.5, np.float32))
     s.big_views = bad / "big.npz"
     np.savez(s.big_views, echo=np.random.default_rng(0).random((6, 64, 64)).astype(np.float32))
+    # several sweeps, one volume: a second sweep, plan files and true transforms that do not fit
+    s.sweep_b = root / "sweep_b.seq.nrrd"
+    shutil.copy(s.sweep, s.sweep_b)
+    s.plan_other = bad / "plan_other.json"
+    s.plan_other.write_text('{"sweeps": {"missing.seq.nrrd": {"span": 90}}}')
+    s.plan_unknown = bad / "plan_unknown.json"
+    s.plan_unknown.write_text('{"sweeps": {"sweep_b": {"speed": 3}}}')
+    s.one_transform = bad / "one_transform.json"
+    s.one_transform.write_text(json.dumps({"to_first": [np.eye(4).tolist()]}))
     return s
 
 
@@ -461,6 +471,30 @@ CASES: list[Case] = [
     Case(RECONSTRUCT, "--span auto on frames without correlated speckle",
          lambda i: ["sweep", "reconstruct", i.untracked, i.tmp / "o", "--span", "auto", "--quiet"],
          lambda i: ("--span",), lambda i: (i.tmp / "o",)),
+    # sweep reconstruct, several sweeps
+    Case(RECONSTRUCT, "plan naming a sweep not given",
+         lambda i: ["sweep", "reconstruct", i.sweep, i.sweep_b, i.tmp / "o", "--plan", i.plan_other],
+         lambda i: (str(i.plan_other), "missing.seq.nrrd", "not among the sweeps"), lambda i: (i.tmp / "o",)),
+    Case(RECONSTRUCT, "plan with an unknown option",
+         lambda i: ["sweep", "reconstruct", i.sweep, i.sweep_b, i.tmp / "o", "--plan", i.plan_unknown],
+         lambda i: (str(i.plan_unknown), "speed"), lambda i: (i.tmp / "o",)),
+    Case(RECONSTRUCT, "missing plan file",
+         lambda i: ["sweep", "reconstruct", i.sweep, i.sweep_b, i.tmp / "o", "--plan", i.tmp / "plan.json"],
+         lambda i: (str(i.tmp / "plan.json"), "does not exist"), lambda i: (i.tmp / "o",)),
+    Case(RECONSTRUCT, "second sweep missing",
+         lambda i: ["sweep", "reconstruct", i.sweep, i.tmp / "b.seq.nrrd", i.tmp / "o"],
+         lambda i: (str(i.tmp / "b.seq.nrrd"),), lambda i: (i.tmp / "o",)),
+    Case(RECONSTRUCT, "one true transform for two sweeps",
+         lambda i: ["sweep", "reconstruct", i.sweep, i.sweep_b, i.tmp / "o", "--truth-transform", i.one_transform],
+         lambda i: (str(i.one_transform), "1 transforms for 2 sweeps"), lambda i: (i.tmp / "o",)),
+    Case(RECONSTRUCT, "--register with one sweep",
+         lambda i: ["sweep", "reconstruct", i.sweep, i.tmp / "o", "--register"],
+         lambda i: ("--register", "two or more sweeps"), lambda i: (i.tmp / "o",)),
+    Case(RECONSTRUCT, "no sweep before the folder", lambda i: ["sweep", "reconstruct", i.tmp / "o"],
+         lambda i: ("SWEEP", "output folder"), lambda i: (i.tmp / "o",)),
+    Case(RECONSTRUCT, "--span auto with several sweeps",
+         lambda i: ["sweep", "reconstruct", i.sweep, i.sweep_b, i.tmp / "o", "--span", "auto"],
+         lambda i: ("--span auto", "several sweeps"), lambda i: (i.tmp / "o",)),
     # sweep compare
     Case(COMPARE, "sweep without poses and no --poses fan",
          lambda i: ["sweep", "compare", i.untracked, i.tmp / "o", "--quiet"],
@@ -500,6 +534,16 @@ CASES: list[Case] = [
     Case("simulate sweep", "missing phantom", lambda i: ["simulate", "sweep", i.tmp / "ph.nii.gz",
                                                          i.tmp / "s.seq.nrrd"],
          lambda i: (str(i.tmp / "ph.nii.gz"),), lambda i: (i.tmp / "s.seq.nrrd",)),
+    Case("simulate sweep-pair", "--offset-deg 200", lambda i: ["simulate", "sweep-pair", i.tmp / "ph", i.tmp / "p",
+                                                                "--offset-deg", "200"],
+         lambda i: ("--offset-deg",), lambda i: (i.tmp / "p",)),
+    Case("simulate sweep-pair", "--frames 1", lambda i: ["simulate", "sweep-pair", i.tmp / "ph", i.tmp / "p",
+                                                         "--frames", "1"], lambda i: ("frames",), lambda i: (i.tmp / "p",)),
+    Case("simulate sweep-pair", "missing phantom", lambda i: ["simulate", "sweep-pair", i.tmp / "ph.nii.gz",
+                                                              i.tmp / "p"],
+         lambda i: (str(i.tmp / "ph.nii.gz"),), lambda i: (i.tmp / "p",)),
+    Case("simulate sweep-pair", "output is a file", lambda i: ["simulate", "sweep-pair", i.tmp / "ph", i.text],
+         lambda i: (str(i.text), "not a folder")),
     Case("phantom uterus", "--spacing 0", lambda i: ["phantom", "uterus", i.tmp / "p", "--spacing", "0"],
          lambda i: ("--spacing",), lambda i: (i.tmp / "p",)),
     Case("phantom uterus", "output is a file", lambda i: ["phantom", "uterus", i.text], lambda i: (str(i.text),)),

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from sono3d.errors import InputError
 from sono3d.io import read_volume
+from sono3d.io.lock import writer_lock
 from sono3d.phantoms import load_phantom
 from sono3d.simulate.sweep_pair import SweepPairConfig, simulate_sweep_pair, write_sweep_pair
 
@@ -29,9 +31,12 @@ def sweep_pair(
     """Two orthogonal fans (sagittal, transversal) of one phantom, each in its own sensorless-style frame."""
     config = SweepPairConfig(frames=frames, size_px=size, span_deg=span, offset_mm=offset_mm, offset_deg=offset_deg,
                              exact_offset=exact_offset, appearance=appearance, seed=seed)  # type: ignore[arg-type]
-    source = load_phantom(phantom_dir) if phantom_dir.is_dir() else read_volume(phantom_dir)
-    pair = simulate_sweep_pair(source, config)
-    files = write_sweep_pair(pair, out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a folder")
+    with writer_lock(out_dir, "output folder"):
+        source = load_phantom(phantom_dir) if phantom_dir.is_dir() else read_volume(phantom_dir)
+        pair = simulate_sweep_pair(source, config)
+        files = write_sweep_pair(pair, out_dir)
     off = pair.record["offset"]
     typer.echo(f"sagittal + transversal fans, {frames} frames of {size}x{size} px each; b displaced by "
                f"{off['rotation_deg']:.1f} deg and {off['translation_mm']:.1f} mm from the nominal placement")

@@ -9,6 +9,7 @@ the level at which the Dice score was counted), and the pictures ``slices.png`` 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +138,12 @@ def _gaussians_section(page: Page, res: Result) -> None:
 
 def _pictures(page: Page, res: Result) -> None:
     items = []
+    # slices_<sweep>.png: one per sweep of a joint reconstruction (sweep reconstruct SWEEP SWEEP ...)
+    joint = sorted(p.name for p in res.folder.glob("slices_*.png"))
     for name, caption in (("compare.png", "held-out frames: recorded, Gaussians, compounding (compare.png)"),
-                          ("slices.png", "recorded frames over their re-rendering, held-out ones marked (slices.png)")):
+                          ("slices.png", "recorded frames over their re-rendering, held-out ones marked (slices.png)"),
+                          *((n, f"sweep {n[len('slices_'):-len('.png')]}: recorded frames over the joint model's "
+                                f"rendering, held-out ones marked ({n})") for n in joint)):
         if (res.folder / name).is_file():
             items.append((image_file_data_uri(res.folder / name), caption))
     if items:
@@ -185,15 +190,41 @@ def _reconstruction_page(res: Result, truth: Path | None, max_voxels: int) -> Pa
         cards += [("Dice vs truth", vol.get("dice"), ""), ("volume PSNR vs truth", vol.get("psnr"), "dB")]
     cards += [("Gaussians", rep.get("gaussians"), ""), ("time", rep.get("seconds"), "s")]
     sweep = rep.get("sweep") or {}
-    page.paragraph(f"Sweep {Path(str(sweep.get('path', 'n/a'))).name}: {fmt(sweep.get('frames'))} frames of "
-                   f"{'x'.join(str(v) for v in sweep.get('shape', []))} pixels; poses {rep.get('poses', 'n/a')}, "
-                   f"{fmt(rep.get('epochs'))} epochs.", css="intro")
+    several = rep.get("sweeps") if isinstance(rep.get("sweeps"), list) else None
+    if several:  # a joint reconstruction of several sweeps
+        page.paragraph(f"Sweeps {', '.join(str(s.get('sweep')) for s in several)} reconstructed together in the "
+                       f"first one's frame: {fmt((rep.get('frames') or {}).get('total'))} frames; poses "
+                       f"{', '.join(map(str, rep.get('poses') or []))}, {fmt(rep.get('epochs'))} epochs.", css="intro")
+    else:
+        page.paragraph(f"Sweep {Path(str(sweep.get('path', 'n/a'))).name}: {fmt(sweep.get('frames'))} frames of "
+                       f"{'x'.join(str(v) for v in sweep.get('shape', []))} pixels; poses {rep.get('poses', 'n/a')}, "
+                       f"{fmt(rep.get('epochs'))} epochs.", css="intro")
     page.metrics(cards)
     _frame_table(page, rep)
     if vol:
         page.table(["against the truth", "PSNR (dB)", "NCC", "Dice", "threshold"],
                    [["volume.nii.gz", vol.get("psnr"), vol.get("ncc"), vol.get("dice"), vol.get("threshold")]])
+    _registration_table(page, rep)
     return _files_sections(page, res, truth, max_voxels)
+
+
+def _registration_table(page: Page, rep: dict[str, Any]) -> None:
+    """Several sweeps, one volume: how each sweep reached the first one's frame."""
+    regs = rep.get("registration")
+    if not isinstance(regs, list) or not regs:
+        return
+    rows = []
+    for reg in regs:
+        if not isinstance(reg, dict):
+            continue
+        t, err = reg.get("translation_mm"), reg.get("error") or {}
+        rows.append([reg.get("sweep"), reg.get("status"),
+                     reg.get("rotation_deg"), math.hypot(*t) if isinstance(t, list) else None,
+                     (reg.get("search") or {}).get("ncc"), err.get("rotation_deg"), err.get("translation_mm")])
+    page.table(["sweep", "registration", "rotation (deg)", "translation (mm)", "search NCC", "error (deg)",
+                "error (mm)"], rows,
+               caption="Each sweep's learned transform to the first sweep's frame (the volume's frame); the "
+                       "errors against the true transforms when they were given.")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -39,6 +39,7 @@ from sono3d.errors import InputError
 from sono3d.geometry.transforms import invert_rigid, is_rotation
 from sono3d.io import read_sweep, read_volume, write_volume
 from sono3d.io.atomic import full_suffix
+from sono3d.io.lock import writer_lock
 from sono3d.sweep.compound import CompoundConfig, clip_mask
 from sono3d.sweep.export import reconstruct_to_folder, save_slices_png, write_report
 from sono3d.sweep.gaussians import save_ply
@@ -82,6 +83,15 @@ def _number(value: Any, what: str) -> float:
     return float(value)
 
 
+def _read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{what} {path} is not valid JSON ({exc})") from None
+
+
 def read_plan(path: str | os.PathLike[str], sweeps: list[str | os.PathLike[str]]) -> list[SweepEntry]:
     """Per-sweep options from a plan file (see the module notes), one entry per sweep in ``sweeps``.
 
@@ -92,12 +102,7 @@ def read_plan(path: str | os.PathLike[str], sweeps: list[str | os.PathLike[str]]
         (or several), an unknown key or a bad value; each message names the plan and the entry.
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"plan file {p} does not exist")
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"plan file {p} is not valid JSON ({exc})") from None
+    data = _read_json(p, "plan file")
     if not isinstance(data, dict) or not isinstance(data.get("sweeps"), dict) or set(data) - {"sweeps"}:
         raise InputError(f'plan file {p} must be {{"sweeps": {{"<sweep>": {{...options...}}, ...}}}}')
     given = [str(s) for s in sweeps]
@@ -162,12 +167,7 @@ def read_truth_transforms(path: str | os.PathLike[str], n: int) -> tuple[list[np
         matrices, or a matrix that is not rigid.
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"truth transform file {p} does not exist")
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"truth transform file {p} is not valid JSON ({exc})") from None
+    data = _read_json(p, "truth transform file")
     if not isinstance(data, dict):
         raise InputError(f"truth transform file {p} must hold a JSON object with 'to_first'")
     if "to_first" in data:
@@ -234,79 +234,80 @@ def reconstruct_sweeps_to_folder(
     dict
         The report (also in ``report.json``) with ``outputs`` and ``warnings``.
     """
-    paths = [Path(s) for s in sweep_paths]
-    if len(paths) < 1:
-        raise InputError("give at least one sweep")
-    cfg = config if config is not None else PRESETS["fast"]
-    entries = plan if plan is not None else [SweepEntry() for _ in paths]
-    if len(entries) != len(paths):
-        raise InputError(f"{len(entries)} plan entries for {len(paths)} sweeps")
-    names = sweep_names(paths)
-    sweeps = []
-    for path, entry in zip(paths, entries):
-        sp = (entry.spacing_mm, entry.spacing_mm) if entry.spacing_mm is not None else spacing_mm
-        sweeps.append(read_sweep(path, plus_config=plus_config, spacing_mm=sp))
-    masks: list[np.ndarray | None] = [None] * len(sweeps)
-    if plus_config is not None:
-        cc = CompoundConfig.from_plus(plus_config)
-        masks = [clip_mask(s.shape, cc, s.sector, s.spacing_mm) for s in sweeps]
-    transforms = frame = None
-    if truth_transform_path is not None:
-        transforms, frame = read_truth_transforms(truth_transform_path, len(paths))
-    truth = None
-    if truth_path is not None:
-        truth = read_volume(truth_path)
-        if frame is not None:  # world -> the first sweep's frame
-            truth = Volume(truth.array, invert_rigid(frame) @ truth.affine, truth.meta)
-    options = [e.options for e in entries]
-    result = reconstruct_sweeps(sweeps, cfg, options, joint, truth=truth, truth_transforms=transforms,
-                                names=[p.name for p in paths], masks=masks, progress=progress)
+    with writer_lock(out_dir, "output folder"):
+        paths = [Path(s) for s in sweep_paths]
+        if len(paths) < 1:
+            raise InputError("give at least one sweep")
+        cfg = config if config is not None else PRESETS["fast"]
+        entries = plan if plan is not None else [SweepEntry() for _ in paths]
+        if len(entries) != len(paths):
+            raise InputError(f"{len(entries)} plan entries for {len(paths)} sweeps")
+        names = sweep_names(paths)
+        sweeps = []
+        for path, entry in zip(paths, entries):
+            sp = (entry.spacing_mm, entry.spacing_mm) if entry.spacing_mm is not None else spacing_mm
+            sweeps.append(read_sweep(path, plus_config=plus_config, spacing_mm=sp))
+        masks: list[np.ndarray | None] = [None] * len(sweeps)
+        if plus_config is not None:
+            cc = CompoundConfig.from_plus(plus_config)
+            masks = [clip_mask(s.shape, cc, s.sector, s.spacing_mm) for s in sweeps]
+        transforms = frame = None
+        if truth_transform_path is not None:
+            transforms, frame = read_truth_transforms(truth_transform_path, len(paths))
+        truth = None
+        if truth_path is not None:
+            truth = read_volume(truth_path)
+            if frame is not None:  # world -> the first sweep's frame
+                truth = Volume(truth.array, invert_rigid(frame) @ truth.affine, truth.meta)
+        options = [e.options for e in entries]
+        result = reconstruct_sweeps(sweeps, cfg, options, joint, truth=truth, truth_transforms=transforms,
+                                    names=[p.name for p in paths], masks=masks, progress=progress)
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    warnings: list[str] = []
-    joined = [k for k, f in enumerate(result.sweeps) if f.joined]
-    boxes = [sweep_bounds(result.sweeps[k].poses, result.sweeps[k].frame_mask) for k in joined]
-    lo = np.min([b[0] for b in boxes], axis=0)
-    hi = np.max([b[1] for b in boxes], axis=0)
-    vs = cfg.volume_spacing_mm or default_volume_spacing(lo, hi, min((s.spacing_mm for s in sweeps),
-                                                                    key=lambda v: max(v)))
-    affine, shape = grid_for_bounds(lo, hi, vs)
-    volume = sample_volume(result.gaussians, affine, shape, backend=result.report["backend"], cutoff=cfg.cutoff)
-    volume.array = np.clip(volume.array, 0.0, None).astype(np.float32)
-    files: dict[str, Path] = {
-        "gaussians": save_ply(out / "gaussians.ply", result.gaussians,
-                              comments=(f"joint reconstruction of {', '.join(p.name for p in paths)}",
-                                        f"frame of {paths[0].name}")),
-        "volume": write_volume(out / "volume.nii.gz", volume),
-    }
-    for k in joined:
-        fit = result.sweeps[k]
-        n = sweeps[k].n_frames
-        held = np.zeros(n, dtype=bool)
-        held[fit.holdout_index] = True
-        show = np.unique(np.linspace(0, n - 1, min(12, n)).round().astype(int))
-        files[f"slices_{names[k]}"] = save_slices_png(out / f"slices_{names[k]}.png", sweeps[k].frames,
-                                                      fit.rendered, show, held)
-    for k, fit in enumerate(result.sweeps):
-        if fit.joined:
-            continue
-        s = fit.registration.get("search", {})
-        warnings.append(f"sweeps {paths[0].name} and {paths[k].name} do not overlap: the best match has NCC "
-                        f"{s.get('ncc', float('nan')):.2f} over {100 * s.get('overlap', 0.0):.0f}% of the smaller "
-                        f"sweep; {paths[k].name} is reconstructed alone in {out / names[k]}")
-        single = reconstruct_to_folder(paths[k], out / names[k], options[k].config_for(cfg), plus_config=plus_config,
-                                       spacing_mm=(entries[k].spacing_mm,) * 2 if entries[k].spacing_mm else spacing_mm,
-                                       progress=progress)
-        files[f"alone_{names[k]}"] = Path(single["outputs"]["report"])
-    report = dict(result.report)
-    if cross_view:
-        report["cross_view"] = cross_view_protocol(result, sweeps, cfg, options, masks, progress=progress)[0]
-    report["volume_grid"] = {"shape": list(shape), "spacing_mm": vs, "affine": affine.tolist()}
-    report["timings"] = {**report["timings"], "export": time.perf_counter() - t0}
-    report["inputs"] = [str(p) for p in paths]
-    report["warnings"] = warnings
-    report["outputs"] = {k: str(v) for k, v in files.items()} | {"report": str(out / "report.json")}
-    write_report(out / "report.json", report)
-    return report
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        warnings: list[str] = []
+        joined = [k for k, f in enumerate(result.sweeps) if f.joined]
+        boxes = [sweep_bounds(result.sweeps[k].poses, result.sweeps[k].frame_mask) for k in joined]
+        lo = np.min([b[0] for b in boxes], axis=0)
+        hi = np.max([b[1] for b in boxes], axis=0)
+        vs = cfg.volume_spacing_mm or default_volume_spacing(lo, hi, min((s.spacing_mm for s in sweeps),
+                                                                        key=lambda v: max(v)))
+        affine, shape = grid_for_bounds(lo, hi, vs)
+        volume = sample_volume(result.gaussians, affine, shape, backend=result.report["backend"], cutoff=cfg.cutoff)
+        volume.array = np.clip(volume.array, 0.0, None).astype(np.float32)
+        files: dict[str, Path] = {
+            "gaussians": save_ply(out / "gaussians.ply", result.gaussians,
+                                  comments=(f"joint reconstruction of {', '.join(p.name for p in paths)}",
+                                            f"frame of {paths[0].name}")),
+            "volume": write_volume(out / "volume.nii.gz", volume),
+        }
+        for k in joined:
+            fit = result.sweeps[k]
+            n = sweeps[k].n_frames
+            held = np.zeros(n, dtype=bool)
+            held[fit.holdout_index] = True
+            show = np.unique(np.linspace(0, n - 1, min(12, n)).round().astype(int))
+            files[f"slices_{names[k]}"] = save_slices_png(out / f"slices_{names[k]}.png", sweeps[k].frames,
+                                                          fit.rendered, show, held)
+        for k, fit in enumerate(result.sweeps):
+            if fit.joined:
+                continue
+            s = fit.registration.get("search", {})
+            warnings.append(f"sweeps {paths[0].name} and {paths[k].name} do not overlap: the best match has NCC "
+                            f"{s.get('ncc', float('nan')):.2f} over {100 * s.get('overlap', 0.0):.0f}% of the smaller "
+                            f"sweep; {paths[k].name} is reconstructed alone in {out / names[k]}")
+            alone_sp = (entries[k].spacing_mm,) * 2 if entries[k].spacing_mm else spacing_mm
+            single = reconstruct_to_folder(paths[k], out / names[k], options[k].config_for(cfg),
+                                           plus_config=plus_config, spacing_mm=alone_sp, progress=progress)
+            files[f"alone_{names[k]}"] = Path(single["outputs"]["report"])
+        report = dict(result.report)
+        if cross_view:
+            report["cross_view"] = cross_view_protocol(result, sweeps, cfg, options, masks, progress=progress)[0]
+        report["volume_grid"] = {"shape": list(shape), "spacing_mm": vs, "affine": affine.tolist()}
+        report["timings"] = {**report["timings"], "export": time.perf_counter() - t0}
+        report["inputs"] = [str(p) for p in paths]
+        report["warnings"] = warnings
+        report["outputs"] = {k: str(v) for k, v in files.items()} | {"report": str(out / "report.json")}
+        write_report(out / "report.json", report)
+        return report

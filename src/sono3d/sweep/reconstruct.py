@@ -21,8 +21,10 @@ rotation rate; 0.001 (3D Gaussian splatting's) is used.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -54,7 +56,7 @@ from sono3d.sweep.seed import faint_intensity, frame_seeded_model, residual_foot
 from sono3d.sweep.strategy import Densify, DensifyState, densify_step
 from sono3d.types import Sweep, Volume
 
-__all__ = ["PRESETS", "ReconstructConfig", "ReconstructResult", "reconstruct_sweep", "check_sweep",
+__all__ = ["PRESETS", "ReconstructConfig", "ReconstructResult", "reconstruct_sweep", "check_sweep", "epoch_bar",
            "gaussian_visibility"]
 
 INIT_MODES = ("on-slice", "uniform", "frames")
@@ -384,6 +386,24 @@ def gaussian_visibility(model: Gaussians, poses: torch.Tensor, shape: tuple[int,
     return inten.grad.detach()
 
 
+@contextlib.contextmanager
+def epoch_bar(epochs: int, desc: str, progress: bool) -> Iterator[Callable[[np.ndarray], None]]:
+    """A progress bar over the training epochs (none without ``progress``), closed however training
+    ends; yields ``tick(sums)``: one epoch done, ``sums`` its mean (loss, L1, SSIM)."""
+    bar = tqdm(total=epochs, desc=desc, unit="epoch", leave=False, dynamic_ncols=True) if progress else None
+
+    def tick(sums: np.ndarray) -> None:
+        if bar is not None:
+            bar.set_postfix(loss=f"{sums[0]:.4f}", ssim=f"{sums[2]:.3f}")
+            bar.update(1)
+
+    try:
+        yield tick
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 class _Deterministic:
     """Turn on deterministic algorithms for a block, restoring the previous setting afterwards."""
 
@@ -525,10 +545,7 @@ def reconstruct_sweep(sweep: Sweep, config: ReconstructConfig | None = None, tru
 
         t_setup = time.perf_counter()
         history: list[dict[str, float]] = []
-        bar = None
-        if progress:
-            bar = tqdm(total=cfg.epochs, desc="reconstruct", unit="epoch", leave=False, dynamic_ncols=True)
-        try:
+        with epoch_bar(cfg.epochs, "reconstruct", progress) as tick:
             for epoch in range(cfg.epochs):
                 te = time.perf_counter()
                 order = train_t[torch.randperm(len(train_t), generator=gen)]
@@ -566,12 +583,7 @@ def reconstruct_sweep(sweep: Sweep, config: ReconstructConfig | None = None, tru
                 history.append({"epoch": epoch + 1, "loss": float(sums[0]), "l1": float(sums[1]),
                                 "ssim": float(sums[2]), "seconds": time.perf_counter() - te,
                                 "gaussians": int(params["means"].shape[0])})
-                if bar is not None:
-                    bar.set_postfix(loss=f"{sums[0]:.4f}", ssim=f"{sums[2]:.3f}")
-                    bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
+                tick(sums)
         t_train = time.perf_counter()
 
         model = Gaussians(**{k: v.detach() for k, v in params.items()})
