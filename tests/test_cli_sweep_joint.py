@@ -76,7 +76,7 @@ def test_joint_reconstruction_from_the_cli(pair_dir, tmp_path):
     p = pair_dir / "pair"
     out = tmp_path / "joint"
     res = _run("sweep", "reconstruct", p / "a.seq.nrrd", p / "b.seq.nrrd", out, "--poses", "fan", "--span", "120",
-               "--truth-transform", p / "truth.json", "--truth", p / "truth.nii.gz", *SMALL)
+               "--truth-transform", p / "truth.json", "--truth", p / "truth.nii.gz", "--cross-view", *SMALL)
     assert res.exit_code == 0, res.output
     assert "b.seq.nrrd: registered" in res.output and "error" in res.output
     for name in ("gaussians.ply", "volume.nii.gz", "slices_a.png", "slices_b.png", "report.json"):
@@ -88,8 +88,14 @@ def test_joint_reconstruction_from_the_cli(pair_dir, tmp_path):
     assert reg[1]["error"]["rotation_deg"] < 6.0 and reg[1]["error"]["translation_mm"] < 4.0, reg[1]["error"]
     assert rep["warnings"] == [] and set(rep["volume"]) >= {"dice", "psnr"}
     assert [s["shape"] for s in rep["sweeps"]] == [[48, 48], [48, 48]]
+    # the cross-view protocol: each sweep alone, scored on the other's held-out frames, both ways
+    cross = rep["cross_view"]
+    assert [(x["trained_on"], x["scored_on"]) for x in cross] == [("a.seq.nrrd", "b.seq.nrrd"),
+                                                                  ("b.seq.nrrd", "a.seq.nrrd")]
+    assert all(0 < x["single"]["ssim"] <= 1 and 0 < x["joint"]["ssim"] <= 1 and x["frames"] > 0 for x in cross)
+    assert "cross-view a.seq.nrrd -> b.seq.nrrd" in res.output
     page = (out / "report.html").read_text(encoding="utf-8")  # its page shows the registration
-    assert "search NCC" in page and "slices_b.png" in page
+    assert "search NCC" in page and "slices_b.png" in page and "SSIM, joint model" in page
 
 
 def test_different_pixel_sizes_and_one_tracked_sweep(pair_dir, tmp_path):

@@ -225,6 +225,13 @@ def _registration_table(page: Page, rep: dict[str, Any]) -> None:
                 "error (mm)"], rows,
                caption="Each sweep's learned transform to the first sweep's frame (the volume's frame); the "
                        "errors against the true transforms when they were given.")
+    cross = [x for x in rep.get("cross_view") or [] if isinstance(x, dict)]
+    if cross:
+        page.table(["trained on", "scored on", "held-out frames", "SSIM, that sweep alone", "SSIM, joint model"],
+                   [[x.get("trained_on"), x.get("scored_on"), x.get("frames"), (x.get("single") or {}).get("ssim"),
+                     (x.get("joint") or {}).get("ssim")] for x in cross],
+                   caption="The cross-view protocol: a model of one sweep rendered on the other sweep's held-out "
+                           "frames, placed through the learned registration, beside the joint model.")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
