@@ -186,3 +186,20 @@ def test_option_lists_must_match_the_sweeps():
         reconstruct_sweeps([a, b], options=[SweepOptions()], progress=False)
     with pytest.raises(InputError, match="sweep b: .*at least 2 frames"):
         reconstruct_sweeps([a, b.subset([0])], names=["a", "b"], progress=False)
+
+
+def test_in_swept_region_matches_a_delaunay_point_location():
+    """The hull-facet test (joint seeding, swept_region) against scipy's Delaunay tetrahedra."""
+    from scipy.spatial import Delaunay
+
+    from sono3d.sweep.evaluate import _hull_points, in_swept_region
+    from sono3d.sweep.initialise import frame_mask
+
+    P = fan_prior_poses(12, SHAPE, SPACING, 100.0)
+    mask = frame_mask(SHAPE, SPACING, None)
+    pts = np.random.default_rng(0).uniform([-15, -15, -22], [15, 15, 2], size=(4000, 3))
+    expected = Delaunay(_hull_points(P, mask)).find_simplex(pts) >= 0
+    got = in_swept_region(pts, P, mask)
+    assert 0.1 < got.mean() < 0.9
+    np.testing.assert_array_equal(got, expected)
+    assert not in_swept_region(pts, P[:1], mask).any()  # one plane encloses nothing

@@ -122,9 +122,8 @@ def pooled_psnr(mean_mse: float) -> float:
     return math.inf if mean_mse <= 0 else -10.0 * math.log10(mean_mse)
 
 
-def _hull_planes(poses: np.ndarray, frame_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """Facet planes ``(normals (F, 3), offsets (F,), tolerance)`` of the convex hull of the frames'
-    imaged pixels (None for a flat sweep: all frames in one plane enclose nothing)."""
+def _hull_points(poses: np.ndarray, frame_mask: np.ndarray) -> np.ndarray:
+    """Points ``(n, 3)`` (mm) whose convex hull is that of the frames' imaged pixels."""
     rows, cols = np.nonzero(frame_mask)
     # Outline points of the mask: extreme columns on each row (enough for a convex hull).
     outline = []
@@ -137,7 +136,13 @@ def _hull_planes(poses: np.ndarray, frame_mask: np.ndarray) -> tuple[np.ndarray,
     px = np.asarray(outline, dtype=np.float64)
     P = np.asarray(poses, dtype=np.float64)
     pts = px[None, :, 0:1] * P[:, None, :3, 0] + px[None, :, 1:2] * P[:, None, :3, 1] + P[:, None, :3, 3]
-    pts = pts.reshape(-1, 3)
+    return pts.reshape(-1, 3)
+
+
+def _hull_planes(poses: np.ndarray, frame_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """Facet planes ``(normals (F, 3), offsets (F,), tolerance)`` of the convex hull of the frames'
+    imaged pixels (None for a flat sweep: all frames in one plane enclose nothing)."""
+    pts = _hull_points(poses, frame_mask)
     try:
         hull = ConvexHull(pts)
     except (QhullError, ValueError):
