@@ -203,3 +203,10 @@ def test_in_swept_region_matches_a_delaunay_point_location():
     assert 0.1 < got.mean() < 0.9
     np.testing.assert_array_equal(got, expected)
     assert not in_swept_region(pts, P[:1], mask).any()  # one plane encloses nothing
+
+
+def test_single_sweep_model_options_are_refused():
+    a, b = _pair(np.eye(4), n=10)
+    for overrides in ({"blend": True}, {"slice_thickness_mm": 1.0}):
+        with pytest.raises(InputError, match="does not support"):
+            reconstruct_sweeps([a, b], ReconstructConfig.preset("small", **overrides), progress=False)

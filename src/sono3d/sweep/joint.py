@@ -374,6 +374,14 @@ def reconstruct_sweeps(
         raise InputError("a joint reconstruction needs at least one sweep")
     n = len(sweeps)
     cfg = config if config is not None else PRESETS["fast"]
+    # The joint loop trains the paper's model (additive thin-plane Gaussians seeded on the slices);
+    # the ``auto`` preset's base is ``fast``'s, its per-sweep choices are not made here.
+    unsupported = [name for name, on in (("blend", cfg.blend), ("init='frames'", cfg.init == "frames"),
+                                         ("slice_thickness_mm", cfg.slice_thickness_mm > 0),
+                                         ("faint_init", cfg.faint_init)) if on]
+    if unsupported:
+        raise InputError(f"a joint reconstruction of several sweeps does not support {', '.join(unsupported)} "
+                         "(single-sweep options)")
     jcfg = joint if joint is not None else JointConfig()
     names = list(names) if names is not None else [f"sweep {k + 1}" for k in range(n)]
     options = list(options) if options is not None else [SweepOptions()] * n
