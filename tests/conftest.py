@@ -5,6 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# pytest-xdist runs one worker per core (`-n 2` on the 2-core machines): each worker's torch gets its
+# share of the cores. Two workers of two OpenMP threads each oversubscribe the machine, and OpenMP's
+# spin-waiting then made a 60-step training test take 50-290 s instead of 8. Set before torch loads,
+# so the subprocesses the tests start inherit it; an explicit OMP_NUM_THREADS wins.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 import numpy as np
 import pytest
 
