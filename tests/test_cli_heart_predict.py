@@ -103,6 +103,8 @@ def test_predict_from_recordings_with_overlay(runs, tmp_path):
     assert chk["available"] and len(chk["per_view"]) == 6 and chk["per_view"][2]["present"] is False
     assert isinstance(chk["in_distribution"], bool) and isinstance(chk["view_order_ok"], bool)
     assert set(rep["planes"]) == {"a4c", "a2c"}
+    grey = rep["overlay_grey"]["a4c"][0]  # pseudo-echo: blood black, walls white
+    assert set(rep["overlay_grey"]) == {"a4c", "a2c"} and grey["lv_blood"] < grey["lv_myocardium"]
     for f in ("views.npz", "views.png", "overlay.png", "heart_still.vtp", "report.html"):
         assert (out / f).is_file(), f
     assert rep["seconds"] < 30 and rep["views"].endswith("views.npz")

@@ -11,7 +11,7 @@ from sono3d.errors import InputError
 from sono3d.heart.checkpoint import load_run
 from sono3d.heart.cohort import generate_cohort, load_case
 from sono3d.heart.data import echo_frame, to_frame
-from sono3d.heart.overlay import label_dice, sector_masks, slice_views, template_layers
+from sono3d.heart.overlay import OVERLAY_LABELS, label_dice, label_means, sector_masks, slice_views, template_layers
 from sono3d.heart.pose import (PoseTrainConfig, normalised_targets, plane_errors, plane_matrix, planes_from_outputs,
                                predict_planes, train_pose, view_planes)
 from sono3d.heart.template import template_record
@@ -111,3 +111,15 @@ def test_pose_training_resumes_exactly(cohort, tmp_path):
         train_pose(cohort, tmp_path / "a", cfg)
     with pytest.raises(InputError, match="no checkpoint to resume"):
         train_pose(cohort, tmp_path / "c", cfg, resume=True)
+
+
+def test_label_means_averages_the_image_inside_each_overlay_label():
+    labels = np.zeros((4, 4), np.uint8)
+    labels[:2] = OVERLAY_LABELS["lv_blood"]
+    labels[2, :2] = OVERLAY_LABELS["lv_myocardium"]
+    image = np.arange(16, dtype=np.float64).reshape(4, 4) / 16
+    means = label_means(image, labels)
+    assert means["lv_blood"] == pytest.approx(image[:2].mean()) and means["lv_myocardium"] == pytest.approx(8.5 / 16)
+    assert np.isnan(label_means(image, np.zeros_like(labels))["lv_blood"])
+    with pytest.raises(ValueError):
+        label_means(image[:3], labels)

@@ -29,7 +29,7 @@ from sono3d.heart.template import template_mesh_with
 from sono3d.phantoms.heart import VIEW_LABELS, heart_topology
 from sono3d.simulate.echo_views import ViewLayers, mesh_layers, phantom_layers, render_labels
 
-__all__ = ["OVERLAY_LABELS", "template_layers", "slice_views", "label_dice", "sector_masks"]
+__all__ = ["OVERLAY_LABELS", "template_layers", "slice_views", "label_dice", "sector_masks", "label_means"]
 
 # What an overlay draws (the paper's Fig. 5: chambers and myocardium), in drawing order.
 OVERLAY_LABELS: dict[str, int] = {
@@ -99,3 +99,29 @@ def label_dice(pred: np.ndarray, true: np.ndarray, label: int = VIEW_LABELS["lv_
     a, b = np.asarray(pred) == label, np.asarray(true) == label
     total = int(a.sum()) + int(b.sum())
     return float(2.0 * np.logical_and(a, b).sum() / total) if total else float("nan")
+
+
+def label_means(image: np.ndarray, labels: np.ndarray,
+                names: tuple[str, ...] = ("lv_blood", "lv_myocardium")) -> dict[str, float]:
+    """Mean grey level of an image inside each named overlay label (NaN where the label is absent).
+
+    Used on real views, where no true label image exists: blood is dark in echo, so the overlaid LV
+    blood pool should be darker than the overlaid myocardium when the overlay sits on the heart.
+
+    Parameters
+    ----------
+    image : ndarray [S, S]
+        One view's grey levels (the views as given, in [0, 1]).
+    labels : ndarray [S, S] uint8
+        The overlay's label image of that view (:func:`slice_views`).
+    names : tuple of str
+        Keys of :data:`OVERLAY_LABELS`.
+    """
+    image, labels = np.asarray(image, dtype=np.float64), np.asarray(labels)
+    if image.shape != labels.shape:
+        raise ValueError(f"image {image.shape} and labels {labels.shape} differ in shape")
+    out: dict[str, float] = {}
+    for name in names:
+        sel = labels == OVERLAY_LABELS[name]
+        out[name] = float(image[sel].mean()) if sel.any() else float("nan")
+    return out

@@ -42,6 +42,7 @@ from sono3d.heart.data import echo_frame, from_frame, load_views, resize_views
 from sono3d.heart.input_check import check_views
 from sono3d.heart.overlay import (
     OVERLAY_LABELS,
+    label_means,
     sector_masks,
     slice_views,
     template_layers,
@@ -223,6 +224,9 @@ def predict_arrays(run: LoadedRun, views: dict[str, Any], pose_run: LoadedRun | 
                                              "rotation": rot[p, j].round(4).tolist()} for p in range(len(pts))]
                             for j in np.flatnonzero(present)}
         report["overlay_labels"] = OVERLAY_LABELS
+        # Grey levels of the views as given under the overlay (blood should be darker than myocardium).
+        report["overlay_grey"] = {VIEW_NAMES[j]: [label_means(echo[p, j], overlay[p, j]) for p in range(len(pts))]
+                                  for j in np.flatnonzero(present)}
         t_overlay = time.perf_counter() - t2
     report["seconds"] = time.perf_counter() - t0
     report["seconds_by_stage"] = {"network": t_net, "input_check": t_check, "overlay": t_overlay}
