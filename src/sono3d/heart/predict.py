@@ -170,7 +170,9 @@ def predict_arrays(run: LoadedRun, views: dict[str, Any], pose_run: LoadedRun | 
     ES, null for a template of another vertex order), ``phases``, ``views_given`` (the present
     views), ``views`` (``source``), ``frame``,
     ``input_check`` (:func:`sono3d.heart.input_check.check_views`), ``planes`` (with a pose run:
-    per view the regressed plane's apex in mm and rotation columns in the echo frame),
+    per view the regressed plane's apex in mm and rotation columns in the echo frame; and
+    ``overlay_grey``: per view and phase the views' mean grey level inside the overlaid LV blood pool
+    and myocardium, :func:`sono3d.heart.overlay.label_means`),
     ``seconds`` (all of it), ``seconds_by_stage`` (network, input check, overlay) and ``epoch``.
     """
     echo = np.asarray(views["echo"], dtype=np.float32)
